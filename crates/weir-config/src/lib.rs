@@ -1,0 +1,479 @@
+//! `weir.yml`: the project model every command reads.
+//!
+//! Loading validates the whole file and returns *every* problem at once, each
+//! with file, line, column and key path; user input never panics. `${VAR}`
+//! references are filled from the environment after parsing, so positions stay
+//! true and a secret read from the environment is never echoed back in an
+//! error. URLs that may carry passwords are [`SecretUrl`]s.
+//!
+//! Invariants: this crate knows nothing of PostgreSQL drivers, object stores
+//! or warehouses; it only describes what the user asked for. It is the bottom
+//! of the workspace: every other crate may depend on it.
+
+mod secret;
+mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use secret::{redact_url, Secret, SecretUrl};
+pub use yaml::{interpolate, Location};
+use yaml::{At, Reader};
+
+/// The project file's name inside a project folder.
+pub const PROJECT_FILE: &str = "weir.yml";
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: Location,
+    /// Dotted key path, e.g. `source.tables[2].cursor`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.location.file.display(),
+            self.location.line,
+            self.location.column,
+            if self.key.is_empty() {
+                "(document)"
+            } else {
+                &self.key
+            },
+            self.message
+        )
+    }
+}
+
+/// Everything wrong with a config file, in file order.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<ConfigError>),
+}
+
+fn render(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    format!(
+        "{} problem(s) in the project file:\n  {}",
+        errors.len(),
+        lines.join("\n  ")
+    )
+}
+
+/// A Weir project: the parsed `weir.yml` and the folder it lives in.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub name: String,
+    pub source: Option<SourceConfig>,
+    pub lake: LakeConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub url: SecretUrl,
+    pub schema: String,
+    pub tables: TableSelection,
+    /// Parallel connections for extraction.
+    pub jobs: usize,
+    /// Tables larger than this are read in chunks of about this size.
+    pub chunk_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSelection {
+    /// `"*"` was given: every table in the schema.
+    pub all: bool,
+    /// Named tables, and per-table settings (also for `"*"` tables).
+    pub tables: Vec<TableConfig>,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableConfig {
+    pub name: String,
+    pub primary_key: Option<Vec<String>>,
+    /// Column whose growing value marks new or changed rows.
+    pub cursor: Option<String>,
+    /// For an incremental table: how far behind the last high-water mark the
+    /// next run starts, as a SQL literal of the cursor's type (e.g. `'10 minutes'`
+    /// for a timestamp, `1000` for an integer). Rows re-read are de-duplicated
+    /// by primary key on load.
+    pub cursor_lookback: Option<String>,
+    pub chunk_by: Option<ChunkBy>,
+    /// Columns to read as `::text` because their type has no Arrow mapping.
+    pub cast_to_text: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkBy {
+    /// Physical block ranges: works for any table.
+    Ctid,
+    /// Ranges of an integer column (usually the primary key).
+    Column(String),
+    /// Never split this table.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LakeFormat {
+    Parquet,
+    Ndjson,
+}
+
+impl LakeFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "parquet" => Some(LakeFormat::Parquet),
+            "ndjson" | "json" => Some(LakeFormat::Ndjson),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Snappy,
+    Zstd(i32),
+}
+
+#[derive(Debug, Clone)]
+pub struct LakeConfig {
+    /// `file://…` (relative paths are under the project), `gs://…`, `s3://…`.
+    pub url: String,
+    pub format: LakeFormat,
+    pub parquet_compression: Compression,
+    pub parquet_row_group_rows: usize,
+    pub ndjson_gzip: bool,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            url: "file://./lake".to_owned(),
+            format: LakeFormat::Parquet,
+            parquet_compression: Compression::Zstd(3),
+            parquet_row_group_rows: 122_880,
+            ndjson_gzip: false,
+        }
+    }
+}
+
+pub const DEFAULT_JOBS: usize = 4;
+pub const DEFAULT_CHUNK_BYTES: u64 = 256 * 1024 * 1024;
+
+impl Project {
+    /// Read `DIR/weir.yml`, interpolating `${VAR}` from the process environment.
+    pub fn load(dir: &Path) -> Result<Project, LoadError> {
+        Self::load_with_env(dir, &|k| std::env::var(k).ok())
+    }
+
+    pub fn load_with_env(
+        dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Project, LoadError> {
+        let path = dir.join(PROJECT_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(dir, &path, &text, env)
+    }
+
+    /// Parse `text` as the contents of `file` for the project in `dir`.
+    pub fn parse(
+        dir: &Path,
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Project, LoadError> {
+        let root = match yaml::parse(text) {
+            Ok(Some(root)) => root,
+            Ok(None) => {
+                return Err(LoadError::Invalid(vec![ConfigError {
+                    location: Location {
+                        file: file.to_path_buf(),
+                        line: 1,
+                        column: 1,
+                    },
+                    key: String::new(),
+                    message: "the file is empty (it needs at least `name:`)".to_owned(),
+                }]))
+            }
+            Err((line, column, info)) => {
+                return Err(LoadError::Invalid(vec![ConfigError {
+                    location: Location {
+                        file: file.to_path_buf(),
+                        line,
+                        column,
+                    },
+                    key: String::new(),
+                    message: format!("invalid YAML: {info}"),
+                }]))
+            }
+        };
+        let mut r = Reader {
+            file,
+            errors: Vec::new(),
+            env,
+        };
+        let top = r.mapping(
+            At {
+                node: &root,
+                path: "",
+            },
+            &["name", "source", "lake"],
+        );
+        let name = match top.get("name") {
+            Some((n, p)) => r.string(At { node: n, path: p }).unwrap_or_default(),
+            None => {
+                r.error(&root, "name", "missing required key `name`");
+                String::new()
+            }
+        };
+        if !name.is_empty()
+            && !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            let (n, p) = &top["name"];
+            r.error(
+                n,
+                p,
+                "a project name may hold only letters, digits, `_` and `-`",
+            );
+        }
+        let source = top
+            .get("source")
+            .and_then(|(n, p)| read_source(&mut r, At { node: n, path: p }));
+        let lake = match top.get("lake") {
+            Some((n, p)) => read_lake(&mut r, At { node: n, path: p }),
+            None => LakeConfig::default(),
+        };
+        if r.errors.is_empty() {
+            Ok(Project {
+                dir: dir.to_path_buf(),
+                name,
+                source,
+                lake,
+            })
+        } else {
+            r.errors
+                .sort_by_key(|e| (e.location.line, e.location.column));
+            Err(LoadError::Invalid(r.errors))
+        }
+    }
+}
+
+fn read_source(r: &mut Reader<'_>, at: At<'_>) -> Option<SourceConfig> {
+    let m = r.mapping(
+        at,
+        &["postgres", "tables", "exclude", "jobs", "chunk_size_mb"],
+    );
+    let mut url = None;
+    let mut schema = "public".to_owned();
+    match m.get("postgres") {
+        Some((n, p)) => {
+            let pg = r.mapping(At { node: n, path: p }, &["url", "schema"]);
+            match pg.get("url") {
+                Some((n, p)) => url = r.string(At { node: n, path: p }).map(SecretUrl::new),
+                None => r.error(n, p, "missing required key `url`"),
+            }
+            if let Some((n, p)) = pg.get("schema") {
+                schema = r.string(At { node: n, path: p }).unwrap_or(schema);
+            }
+        }
+        None => r.error(at.node, at.path, "missing required key `postgres`"),
+    }
+    let mut tables = TableSelection {
+        all: true,
+        tables: Vec::new(),
+        exclude: Vec::new(),
+    };
+    if let Some((n, p)) = m.get("tables") {
+        tables = read_tables(r, At { node: n, path: p });
+    }
+    if let Some((n, p)) = m.get("exclude") {
+        tables.exclude = r.strings(At { node: n, path: p }).unwrap_or_default();
+    }
+    let jobs = m
+        .get("jobs")
+        .and_then(|(n, p)| r.uint(At { node: n, path: p }, 1, 256))
+        .map_or(DEFAULT_JOBS, |v| v as usize);
+    let chunk_bytes = m
+        .get("chunk_size_mb")
+        .and_then(|(n, p)| r.uint(At { node: n, path: p }, 1, 1 << 20))
+        .map_or(DEFAULT_CHUNK_BYTES, |mb| mb * 1024 * 1024);
+    Some(SourceConfig {
+        url: url?,
+        schema,
+        tables,
+        jobs,
+        chunk_bytes,
+    })
+}
+
+fn read_tables(r: &mut Reader<'_>, at: At<'_>) -> TableSelection {
+    use saphyr::YamlDataOwned;
+    let mut sel = TableSelection {
+        all: false,
+        tables: Vec::new(),
+        exclude: Vec::new(),
+    };
+    let items: Vec<&saphyr::MarkedYamlOwned> = match &at.node.data {
+        YamlDataOwned::Sequence(items) => items.iter().collect(),
+        _ => vec![at.node],
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let path = if matches!(at.node.data, YamlDataOwned::Sequence(_)) {
+            format!("{}[{i}]", at.path)
+        } else {
+            at.path.to_owned()
+        };
+        let item_at = At {
+            node: item,
+            path: &path,
+        };
+        if let YamlDataOwned::Mapping(_) = &item.data {
+            if let Some(t) = read_table(r, item_at) {
+                if sel.tables.iter().any(|o| o.name == t.name) {
+                    r.error(item, &path, format!("table `{}` is listed twice", t.name));
+                }
+                sel.tables.push(t);
+            }
+        } else if let Some(name) = r.string(item_at) {
+            if name == "*" {
+                sel.all = true;
+            } else if sel.tables.iter().any(|o| o.name == name) {
+                r.error(item, &path, format!("table `{name}` is listed twice"));
+            } else {
+                sel.tables.push(TableConfig {
+                    name,
+                    ..TableConfig::default()
+                });
+            }
+        }
+    }
+    sel
+}
+
+fn read_table(r: &mut Reader<'_>, at: At<'_>) -> Option<TableConfig> {
+    let m = r.mapping(
+        at,
+        &[
+            "name",
+            "primary_key",
+            "cursor",
+            "cursor_lookback",
+            "chunk_by",
+            "cast_to_text",
+        ],
+    );
+    let mut t = TableConfig::default();
+    match m.get("name") {
+        Some((n, p)) => t.name = r.string(At { node: n, path: p })?,
+        None => {
+            r.error(at.node, at.path, "missing required key `name`");
+            return None;
+        }
+    }
+    let get = |k: &str| m.get(k).map(|(n, p)| (*n, p.as_str()));
+    if let Some((n, p)) = get("primary_key") {
+        t.primary_key = r.strings(At { node: n, path: p });
+    }
+    if let Some((n, p)) = get("cursor") {
+        t.cursor = r.string(At { node: n, path: p });
+    }
+    if let Some((n, p)) = get("cursor_lookback") {
+        t.cursor_lookback = r.string(At { node: n, path: p });
+        if t.cursor.is_none() {
+            r.error(n, p, "`cursor_lookback` needs a `cursor`");
+        }
+    }
+    if let Some((n, p)) = get("chunk_by") {
+        t.chunk_by = r.string(At { node: n, path: p }).map(|s| match s.as_str() {
+            "ctid" => ChunkBy::Ctid,
+            "none" => ChunkBy::None,
+            _ => ChunkBy::Column(s),
+        });
+    }
+    if let Some((n, p)) = get("cast_to_text") {
+        t.cast_to_text = r.strings(At { node: n, path: p }).unwrap_or_default();
+    }
+    Some(t)
+}
+
+fn read_lake(r: &mut Reader<'_>, at: At<'_>) -> LakeConfig {
+    let mut lake = LakeConfig::default();
+    let m = r.mapping(at, &["url", "format", "parquet", "ndjson"]);
+    if let Some((n, p)) = m.get("url") {
+        if let Some(url) = r.string(At { node: n, path: p }) {
+            let scheme_ok = ["file://", "gs://", "s3://", "memory://"]
+                .iter()
+                .any(|s| url.starts_with(s))
+                || !url.contains("://");
+            if scheme_ok {
+                lake.url = url;
+            } else {
+                r.error(
+                    n,
+                    p,
+                    "the lake URL must start with file://, gs:// or s3:// (or be a plain path)",
+                );
+            }
+        }
+    }
+    if let Some((n, p)) = m.get("format") {
+        if let Some(f) = r.choice(At { node: n, path: p }, &["parquet", "ndjson"]) {
+            lake.format = LakeFormat::parse(&f).unwrap_or(LakeFormat::Parquet);
+        }
+    }
+    if let Some((n, p)) = m.get("parquet") {
+        let pq = r.mapping(
+            At { node: n, path: p },
+            &["compression", "compression_level", "row_group_size"],
+        );
+        let level = pq
+            .get("compression_level")
+            .and_then(|(n, p)| r.uint(At { node: n, path: p }, 1, 22))
+            .map(|l| l as i32);
+        if let Some((n, p)) = pq.get("compression") {
+            if let Some(c) = r.choice(At { node: n, path: p }, &["zstd", "snappy", "none"]) {
+                lake.parquet_compression = match c.as_str() {
+                    "snappy" => Compression::Snappy,
+                    "none" => Compression::None,
+                    _ => Compression::Zstd(level.unwrap_or(3)),
+                };
+            }
+        } else if let Some(l) = level {
+            lake.parquet_compression = Compression::Zstd(l);
+        }
+        if let Some((n, p)) = pq.get("row_group_size") {
+            if let Some(v) = r.uint(At { node: n, path: p }, 1024, 100_000_000) {
+                lake.parquet_row_group_rows = v as usize;
+            }
+        }
+    }
+    if let Some((n, p)) = m.get("ndjson") {
+        let nd = r.mapping(At { node: n, path: p }, &["gzip"]);
+        if let Some((n, p)) = nd.get("gzip") {
+            lake.ndjson_gzip = r.bool(At { node: n, path: p }).unwrap_or(false);
+        }
+    }
+    lake
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use std::path::Path;
+
+use super::*;
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "SOURCE_DATABASE_URL" => Some("postgres://app:s3cr3t-pw@db.internal:5432/shop".to_owned()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Project, LoadError> {
+    Project::parse(Path::new("/p"), Path::new("/p/weir.yml"), text, &env)
+}
+
+/// Render every error of `text` one per line as `line:col key: message`.
+fn check_errors(text: &str, expected: &[&str]) {
+    let errors = match load(text) {
+        Ok(p) => panic!("expected errors, got {p:?}"),
+        Err(LoadError::Invalid(e)) => e,
+        Err(e) => panic!("{e}"),
+    };
+    let got: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{} {}: {}",
+                e.location.line, e.location.column, e.key, e.message
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "\nall errors: {got:#?}");
+    for e in &errors {
+        assert_eq!(e.location.file, Path::new("/p/weir.yml"));
+    }
+}
+
+#[test]
+fn full_project_parses() {
+    let p = load(
+        r#"
+name: olist
+source:
+  postgres: { url: "${SOURCE_DATABASE_URL}", schema: sales }
+  tables:
+    - olist_customers
+    - name: olist_orders
+      primary_key: order_id
+      cursor: updated_at
+      cursor_lookback: "'5 minutes'"
+      chunk_by: ctid
+      cast_to_text: [geom]
+  jobs: 8
+lake:
+  url: s3://bucket/prefix
+  format: ndjson
+  parquet: { compression: zstd, compression_level: 9, row_group_size: 65536 }
+  ndjson: { gzip: true }
+"#,
+    )
+    .unwrap();
+    assert_eq!(p.name, "olist");
+    let s = p.source.unwrap();
+    assert_eq!(s.schema, "sales");
+    assert_eq!(s.jobs, 8);
+    assert!(!s.tables.all);
+    assert_eq!(s.tables.tables[0].name, "olist_customers");
+    let orders = &s.tables.tables[1];
+    assert_eq!(
+        orders.primary_key.as_deref(),
+        Some(&["order_id".to_owned()][..])
+    );
+    assert_eq!(orders.cursor.as_deref(), Some("updated_at"));
+    assert_eq!(orders.chunk_by, Some(ChunkBy::Ctid));
+    assert_eq!(orders.cast_to_text, vec!["geom"]);
+    assert_eq!(p.lake.format, LakeFormat::Ndjson);
+    assert_eq!(p.lake.parquet_compression, Compression::Zstd(9));
+    assert_eq!(p.lake.parquet_row_group_rows, 65536);
+    assert!(p.lake.ndjson_gzip);
+    // the URL came from the environment, and shows redacted
+    assert!(!format!("{:?}", s.url).contains("s3cr3t-pw"));
+    assert!(s.url.expose().contains("s3cr3t-pw"));
+}
+
+#[test]
+fn defaults_apply() {
+    let p = load("name: x\nsource:\n  postgres:\n    url: postgres://localhost/db\n").unwrap();
+    let s = p.source.unwrap();
+    assert!(s.tables.all);
+    assert_eq!(s.schema, "public");
+    assert_eq!(p.lake.url, "file://./lake");
+    assert_eq!(p.lake.format, LakeFormat::Parquet);
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_line_and_key() {
+    check_errors(
+        r#"name: olist
+colour: blue
+source:
+  postgres:
+    url: "${NOT_SET}"
+    shema: public
+  tables:
+    - name: orders
+      cursor: [a, b]
+    - 42
+  jobs: lots
+lake:
+  format: csv
+  parquet:
+    row_group_size: 10
+"#,
+        &[
+            "2:1 colour: unknown key `colour` (expected one of: name, source, lake)",
+            "5:10 source.postgres.url: environment variable `NOT_SET` is not set",
+            "6:5 source.postgres.shema: unknown key `shema` (expected one of: url, schema)",
+            "9:15 source.tables[0].cursor: expected a string, found a list",
+            "11:9 source.jobs: expected a whole number, found a string",
+            "13:11 lake.format: `csv` is not one of: parquet, ndjson",
+            "15:21 lake.parquet.row_group_size: 10 is out of range (1024 to 100000000)",
+        ],
+    );
+}
+
+#[test]
+fn malformed_yaml_names_the_position() {
+    check_errors(
+        "name: x\nsource: [unclosed\n",
+        &["3:1 : invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
+    );
+}
+
+#[test]
+fn missing_keys_and_duplicates() {
+    check_errors(
+        "source:\n  tables: [a, a]\n",
+        &[
+            "1:1 name: missing required key `name`",
+            "2:3 source: missing required key `postgres`",
+            "2:15 source.tables[1]: table `a` is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn secret_from_env_never_appears_in_errors() {
+    let err = load("name: x\nsource:\n  postgres:\n    url: ${SOURCE_DATABASE_URL}\n  jobs: 0\n")
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+    assert!(shown.contains("source.jobs"), "{shown}");
+}

@@ -1,0 +1,200 @@
+//! Opening a lake URL and laying out paths inside it.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::manifest::{Manifest, MANIFEST_VERSION};
+use crate::LakeError;
+
+/// An opened lake: a store and the prefix of the project's files in it.
+#[derive(Clone)]
+pub struct Lake {
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix inside the store (the URL's path for buckets, empty for a folder).
+    root: Path,
+    project: String,
+    url: String,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lake({})", self.url)
+    }
+}
+
+/// A sortable run id: `20261125T120000Z-1a2b3c`.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let nanos = now.timestamp_subsec_nanos() as u64 ^ (std::process::id() as u64) << 20;
+    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), nanos & 0xff_ffff)
+}
+
+impl Lake {
+    /// Open `url` for `project`. A `file://` URL or plain path that is
+    /// relative is taken from `project_dir`; the folder is created if missing.
+    /// Bucket credentials come from the standard environment variables
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`/`GOOGLE_SERVICE_ACCOUNT`,
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_REGION`/`AWS_ENDPOINT`).
+    pub fn open(url: &str, project_dir: &FsPath, project: &str) -> Result<Lake, LakeError> {
+        let err = |message: String| LakeError::Open {
+            url: url.to_owned(),
+            message,
+        };
+        let (store, root): (Arc<dyn ObjectStore>, Path) =
+            if let Some(rest) = url.strip_prefix("gs://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let gcs = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?;
+                (Arc::new(gcs), Path::from(prefix))
+            } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?;
+                (Arc::new(s3), Path::from(prefix))
+            } else if url.starts_with("memory://") {
+                (Arc::new(InMemory::new()), Path::default())
+            } else {
+                let path = url.strip_prefix("file://").unwrap_or(url);
+                let dir = if FsPath::new(path).is_absolute() {
+                    FsPath::new(path).to_path_buf()
+                } else {
+                    project_dir.join(path)
+                };
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+                let dir = dir.canonicalize().map_err(|e| err(e.to_string()))?;
+                let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| err(e.to_string()))?;
+                (Arc::new(fs), Path::default())
+            };
+        Ok(Lake {
+            store,
+            root,
+            project: project.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn under_root(&self, rel: &str) -> Path {
+        if self.root.as_ref().is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.root.as_ref()))
+        }
+    }
+
+    /// Path of a data file, relative to the lake root (as the manifest stores it).
+    pub fn part_path(&self, table: &str, run_id: &str, part: usize, extension: &str) -> String {
+        format!(
+            "{}/{table}/run={run_id}/part-{part:05}.{extension}",
+            self.project
+        )
+    }
+
+    /// A path relative to the lake root, as the store addresses it.
+    pub fn object_path(&self, rel: &str) -> Path {
+        self.under_root(rel)
+    }
+
+    fn manifest_rel(&self, run_id: &str) -> String {
+        format!("{}/_manifests/{run_id}.json", self.project)
+    }
+
+    /// The URL of a run's manifest, for people and logs.
+    pub fn manifest_url(&self, run_id: &str) -> String {
+        format!(
+            "{}/{}",
+            self.url.trim_end_matches('/'),
+            self.manifest_rel(run_id)
+        )
+    }
+
+    /// Commit a run: write its manifest in one atomic put.
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), LakeError> {
+        let rel = self.manifest_rel(&manifest.run_id);
+        let body = serde_json::to_vec_pretty(manifest).map_err(|e| LakeError::Manifest {
+            path: rel.clone(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put(&self.under_root(&rel), PutPayload::from(body))
+            .await
+            .map_err(|e| LakeError::Store {
+                path: rel,
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    pub async fn read_manifest(&self, run_id: &str) -> Result<Manifest, LakeError> {
+        let rel = self.manifest_rel(run_id);
+        let bytes = self
+            .store
+            .get(&self.under_root(&rel))
+            .await
+            .map_err(|e| LakeError::Store {
+                path: rel.clone(),
+                message: e.to_string(),
+            })?
+            .bytes()
+            .await
+            .map_err(|e| LakeError::Store {
+                path: rel.clone(),
+                message: e.to_string(),
+            })?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| LakeError::Manifest {
+            path: rel.clone(),
+            message: e.to_string(),
+        })?;
+        if m.version > MANIFEST_VERSION {
+            return Err(LakeError::Manifest {
+                path: rel,
+                message: format!(
+                    "version {} is newer than this Weir reads ({MANIFEST_VERSION})",
+                    m.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Committed run ids, oldest first.
+    pub async fn list_runs(&self) -> Result<Vec<String>, LakeError> {
+        let prefix = self.under_root(&format!("{}/_manifests", self.project));
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| LakeError::Store {
+                path: prefix.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut runs: Vec<String> = metas
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        runs.sort();
+        Ok(runs)
+    }
+}

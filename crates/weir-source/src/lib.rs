@@ -1,0 +1,82 @@
+//! Reading PostgreSQL: binary `COPY` decoded straight into Arrow batches,
+//! exported snapshots shared by parallel connections, chunk planning,
+//! incremental cursors; plus the Olist sample-data generator and the CSV
+//! bootstrap loader.
+//!
+//! Invariants: this crate knows nothing of lakes, files formats on disk or
+//! warehouses. It hands out Arrow `RecordBatch`es through bounded channels and
+//! never holds a whole table in memory. Its API is for `weir-extract` and the CLI.
+
+pub mod csv_load;
+pub mod decode;
+pub mod olist;
+pub mod pg;
+pub mod read;
+pub mod types;
+
+pub use pg::{connect, describe, list_tables, quote_ident, quote_literal, Snapshot, TableInfo};
+pub use read::{
+    arrow_schema, copy_sql, incremental_bounds, plan_chunks, read_chunk, Chunk, IncrementalBounds,
+    ReadProgress,
+};
+
+/// Everything that can go wrong reading from PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{context}: {message}")]
+    Query { context: String, message: String },
+    #[error("table {schema}.{table} does not exist")]
+    NoSuchTable { schema: String, table: String },
+    #[error("table {table} has no column `{column}` (named in `{setting}`)")]
+    NoSuchColumn {
+        table: String,
+        column: String,
+        setting: &'static str,
+    },
+    #[error("table {table}, column {column}: type {type_name} has no Arrow mapping; add the column to the table's `cast_to_text` in weir.yml to extract it as text")]
+    UnsupportedType {
+        table: String,
+        column: String,
+        type_name: String,
+    },
+    #[error("table {table}{}: {message}", column.as_ref().map(|c| format!(", column {c} ({})", type_name.as_deref().unwrap_or("?"))).unwrap_or_default())]
+    Decode {
+        table: String,
+        column: Option<String>,
+        type_name: Option<String>,
+        message: String,
+    },
+    #[error("tables already exist in schema {schema}: {} (use --replace to overwrite them)", tables.join(", "))]
+    TablesExist { schema: String, tables: Vec<String> },
+    #[error("{file}: {rows} malformed row(s), nothing loaded for this table:\n  {}", problems.join("\n  "))]
+    MalformedCsv {
+        file: String,
+        rows: u64,
+        problems: Vec<String>,
+    },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("bug in Weir, please report it: {0}")]
+    Bug(String),
+}
+
+impl SourceError {
+    /// Whether retrying the same work may succeed (connection loss, serialization failure).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Connect { .. } => true,
+            SourceError::Query { message, .. } => {
+                message.contains("connection")
+                    || message.contains("could not serialize")
+                    || message.contains("terminating")
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Test helpers shared by every crate's tests (dev-only, never a runtime dependency).
+//!
+//! [`TestDb::new`] creates a throw-away database on the real PostgreSQL server
+//! named by `WEIR_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and drops it when the guard goes out of scope, so tests run in parallel
+//! without seeing each other's data. `.ci/run` makes sure a server answers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::NoTls;
+
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The admin URL tests connect with to create their databases.
+pub fn admin_url() -> String {
+    std::env::var("WEIR_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub name: String,
+    admin: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    /// Create a fresh empty database. Panics with a clear message when no server answers:
+    /// tests need a real PostgreSQL (see `.ci/run`).
+    pub async fn new() -> TestDb {
+        let admin = admin_url();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!(
+            "weir_test_{}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = connect(&admin).await;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        TestDb { name, admin }
+    }
+
+    /// A URL for this database, with the admin URL's credentials.
+    pub fn url(&self) -> String {
+        let (base, query) = match self.admin.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (self.admin.as_str(), String::new()),
+        };
+        let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+        format!("{prefix}/{}{query}", self.name)
+    }
+
+    /// A new client connected to this database (its connection task is spawned).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url()).await
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
+        panic!("tests need a PostgreSQL server at WEIR_TEST_PG_URL (default {DEFAULT_ADMIN_URL}); `bash .ci/run` starts one: {e}")
+    });
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside a test's runtime; use a thread with its own to stay clear of it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// A temporary folder for a test's project, lake and outputs.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("weir-test-")
+        .tempdir()
+        .expect("create temp dir")
+}
