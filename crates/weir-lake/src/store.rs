@@ -173,6 +173,17 @@ impl Lake {
         Ok(m)
     }
 
+    /// Remove an object (a path relative to the lake root); a missing one is fine.
+    pub async fn delete(&self, rel: &str) -> Result<(), LakeError> {
+        match self.store.delete(&self.under_root(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(LakeError::Store {
+                path: rel.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     /// Committed run ids, oldest first.
     pub async fn list_runs(&self) -> Result<Vec<String>, LakeError> {
         let prefix = self.under_root(&format!("{}/_manifests", self.project));

@@ -7,6 +7,7 @@
 //! warehouses. It hands out Arrow `RecordBatch`es through bounded channels and
 //! never holds a whole table in memory. Its API is for `weir-extract` and the CLI.
 
+pub mod cluster;
 pub mod csv_load;
 pub mod decode;
 pub mod olist;

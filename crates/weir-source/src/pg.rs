@@ -101,7 +101,7 @@ pub async fn describe(
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let ctx = || format!("describing table {schema}.{table}");
     let exists = client
-        .query_opt("SELECT to_regclass($1)::oid::int8", &[&qualified])
+        .query_opt("SELECT to_regclass($1::text)::oid::int8", &[&qualified])
         .await
         .map_err(query_err(ctx()))?
         .and_then(|r| r.get::<_, Option<i64>>(0));
@@ -179,7 +179,7 @@ pub async fn describe(
         .await
         .map_err(query_err(ctx()))?;
     let size: i64 = client
-        .query_one("SELECT pg_relation_size($1)", &[&oid])
+        .query_one("SELECT pg_relation_size($1::oid)", &[&oid])
         .await
         .map_err(query_err(ctx()))?
         .get(0);

@@ -1,1 +1,110 @@
-fn main() {}
+//! `weir`: the command line. It parses arguments, builds the pieces from the
+//! library crates, prints, and maps errors to exit codes (0 success, 1 the
+//! pipeline ran and failed, 2 usage or configuration error). No business logic
+//! lives here; only this crate knows clap.
+
+mod demo;
+mod extract;
+mod progress;
+mod source;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "PostgreSQL → lake → warehouse → models, in one binary"
+)]
+struct Cli {
+    /// Log filter (`warn`, `info`, `debug`, or a tracing filter); also WEIR_LOG.
+    #[arg(long, global = true, env = "WEIR_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sample Olist data in a private PostgreSQL, extracted to the lake, with timings.
+    Demo(demo::DemoArgs),
+    /// Extract PostgreSQL tables to the lake (Parquet or NDJSON) from one snapshot.
+    Extract(extract::ExtractArgs),
+    /// Put data into a PostgreSQL source: generated Olist data or CSV files.
+    Source {
+        #[command(subcommand)]
+        command: source::SourceCommand,
+    },
+}
+
+/// An error with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+/// A usage or configuration error (exit code 2).
+pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: error.into(),
+    }
+}
+
+/// Resolve `-p DIR` (default: the current folder).
+pub fn project_dir(p: &Option<PathBuf>) -> PathBuf {
+    p.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Extract(args) => extract::run(args).await,
+            Command::Source { command } => source::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            // A closed stdout (e.g. `| head`) is not a failure.
+            if f.error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! A private PostgreSQL server for `weir demo`: `initdb` and `pg_ctl` from the
+//! installed PostgreSQL binaries, a data folder of its own, a free port on
+//! 127.0.0.1, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::SourceError;
+
+/// A running private cluster.
+pub struct PrivateCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    pub port: u16,
+    run_as: Option<String>,
+}
+
+const INSTALL_HINT: &str =
+    "PostgreSQL's server binaries (initdb, pg_ctl) were not found. Install them \
+(Debian/Ubuntu: `apt-get install postgresql`), or point Weir at a running server with --source-url";
+
+/// The folder holding `initdb` and `pg_ctl`: Debian's versioned folders first
+/// (newest), then `pg_config --bindir`, then `PATH`.
+pub fn find_bindir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, p)| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    if let Some((_, p)) = versions.pop() {
+        return Some(p);
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("initdb").exists() {
+            return Some(p);
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, SourceError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| SourceError::Io {
+        path: "127.0.0.1".into(),
+        message: e.to_string(),
+    })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| SourceError::Io {
+            path: "127.0.0.1".into(),
+            message: e.to_string(),
+        })
+}
+
+impl PrivateCluster {
+    /// Create (if needed) and start a cluster in `data`. PostgreSQL refuses to
+    /// run as root, so as root the folder is handed to the `postgres` user and
+    /// the tools run as that user.
+    pub fn start(data: &Path) -> Result<PrivateCluster, SourceError> {
+        let bin = find_bindir().ok_or_else(|| SourceError::Config(INSTALL_HINT.to_owned()))?;
+        let io = |e: std::io::Error| SourceError::Io {
+            path: data.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(data).map_err(io)?;
+        let data = data.canonicalize().map_err(io)?;
+        let run_as = if is_root() {
+            Some("postgres".to_owned())
+        } else {
+            None
+        };
+        if let Some(user) = &run_as {
+            let ok = Command::new("chown")
+                .args(["-R", user])
+                .arg(&data)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return Err(SourceError::Config(format!(
+                    "running as root, the private cluster must belong to the `{user}` user, but `chown {user} {}` failed",
+                    data.display()
+                )));
+            }
+        }
+        let cluster = PrivateCluster {
+            bin,
+            data,
+            port: free_port()?,
+            run_as,
+        };
+        if !cluster.data.join("PG_VERSION").exists() {
+            cluster.run(
+                "initdb",
+                &[
+                    "-D",
+                    &cluster.path(),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ],
+            )?;
+        }
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
+            cluster.port
+        );
+        let log = cluster.data.join("server.log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &cluster.path(),
+                "-o",
+                &opts,
+                "-l",
+                &log.display().to_string(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        Ok(cluster)
+    }
+
+    fn path(&self) -> String {
+        self.data.display().to_string()
+    }
+
+    /// The connection URL (trust authentication, no password).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), SourceError> {
+        let exe = self.bin.join(tool);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        // The postgres user may not be able to enter the caller's working folder.
+        cmd.args(args).current_dir("/");
+        let out = cmd.output().map_err(|e| SourceError::Io {
+            path: exe.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(SourceError::Config(format!(
+                "{tool} failed for the private cluster in {}: {}{}",
+                self.data.display(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            )))
+        }
+    }
+
+    /// Stop the server (also done on drop).
+    pub fn stop(&mut self) {
+        if self.port != 0 {
+            let _ = self.run("pg_ctl", &["-D", &self.path(), "-m", "fast", "-w", "stop"]);
+            self.port = 0;
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

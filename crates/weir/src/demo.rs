@@ -1,0 +1,138 @@
+//! `weir demo`: private PostgreSQL → Olist sample data → lake, with timings.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::anyhow;
+use clap::Args;
+use weir_config::SecretUrl;
+use weir_source::cluster::PrivateCluster;
+use weir_source::olist::{generate_into_postgres, GenerateOptions};
+
+use crate::extract::{extract_with_progress, load_project, options, print_summary, ExtractArgs};
+use crate::{usage, Failure};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Project folder (default: examples/olist when it exists, else the current folder).
+    #[arg(short = 'p', long = "project-dir")]
+    project: Option<PathBuf>,
+    /// Use this PostgreSQL database instead of starting a private server.
+    #[arg(long, env = "WEIR_SOURCE_URL", hide_env_values = true)]
+    source_url: Option<String>,
+    /// Size of the sample data (1.0 = the reference 99,441 orders).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Lake file format.
+    #[arg(long, value_parser = ["parquet", "ndjson"])]
+    format: Option<String>,
+}
+
+fn step(name: &str, started: Instant) {
+    println!("✓ {name:<44} {:>7.2}s", started.elapsed().as_secs_f64());
+}
+
+pub async fn run(args: DemoArgs) -> Result<(), Failure> {
+    if !(args.scale > 0.0 && args.scale <= 1000.0) {
+        return Err(usage(anyhow!("--scale must be above 0 and at most 1000")));
+    }
+    let dir = args.project.clone().unwrap_or_else(|| {
+        let example = Path::new("examples/olist");
+        if example.join(weir_config::PROJECT_FILE).exists() {
+            example.to_path_buf()
+        } else {
+            PathBuf::from(".")
+        }
+    });
+    let project = load_project(&dir)?;
+    let total = Instant::now();
+
+    // 1. A PostgreSQL to play the application's database.
+    let t = Instant::now();
+    let (cluster, url) = match &args.source_url {
+        Some(u) => (None, SecretUrl::new(u.clone())),
+        None => {
+            let data = dir.join(".weir").join("pg");
+            let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&data))
+                .await
+                .map_err(|e| anyhow!("{e}"))?
+                .map_err(usage)?;
+            let admin = SecretUrl::new(cluster.url("postgres"));
+            let client = weir_source::connect(&admin).await?;
+            let exists = client
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = 'olist'", &[])
+                .await
+                .map_err(|e| anyhow!("{e}"))?
+                .is_some();
+            if !exists {
+                client
+                    .batch_execute("CREATE DATABASE olist")
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            let url = SecretUrl::new(cluster.url("olist"));
+            (Some(cluster), url)
+        }
+    };
+    step(
+        &match &cluster {
+            Some(c) => format!("private PostgreSQL on 127.0.0.1:{}", c.port),
+            None => format!("source database {url}"),
+        },
+        t,
+    );
+
+    // 2. Olist sample data.
+    let t = Instant::now();
+    let mut client = weir_source::connect(&url).await?;
+    let counts = generate_into_postgres(
+        &mut client,
+        "public",
+        GenerateOptions {
+            scale: args.scale,
+            seed: 42,
+        },
+        true,
+    )
+    .await?;
+    let rows: u64 = counts.iter().map(|c| c.1).sum();
+    step(
+        &format!("generated Olist data, scale {} ({rows} rows)", args.scale),
+        t,
+    );
+
+    // 3. Extract to the lake.
+    let t = Instant::now();
+    let extract_args = ExtractArgs {
+        project: Some(dir.clone()),
+        source_url: Some(url.expose().to_owned()),
+        schema: Some("public".to_owned()),
+        tables: None,
+        lake: None,
+        format: args.format.clone(),
+        jobs: None,
+        json: false,
+    };
+    let (mut opts, lake) = options(&extract_args, &dir, project.as_ref())?;
+    if project.is_none() {
+        opts.project = "olist".to_owned();
+    }
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let summary = extract_with_progress(&dir, &opts, &lake, progress).await?;
+    step(
+        &format!("extracted {} tables to {}", summary.tables.len(), lake.url),
+        t,
+    );
+    print_summary(&summary);
+
+    drop(client);
+    if let Some(mut c) = cluster {
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || c.stop())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        step("stopped the private PostgreSQL", t);
+    }
+    println!("demo finished in {:.2}s", total.elapsed().as_secs_f64());
+    Ok(())
+}
