@@ -10,11 +10,11 @@ use std::sync::Arc;
 use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
-    ListArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{Field, IntervalMonthDayNano, SchemaRef};
+use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::types::{PgKind, UTC};
@@ -66,7 +66,7 @@ enum Col {
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
-    Interval(IntervalMonthDayNanoBuilder),
+    Interval(StringBuilder),
     Bytea(BinaryBuilder),
     List(Box<ListCol>),
 }
@@ -103,7 +103,7 @@ impl Col {
             PgKind::Timestamptz => {
                 Col::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(UTC))
             }
-            PgKind::Interval => Col::Interval(IntervalMonthDayNanoBuilder::new()),
+            PgKind::Interval => Col::Interval(StringBuilder::new()),
             PgKind::Bytea => Col::Bytea(BinaryBuilder::new()),
             PgKind::Array(inner) => {
                 let arrow::datatypes::DataType::List(field) = kind.data_type() else {
@@ -190,10 +190,7 @@ impl Col {
                 let us = i64::from_be_bytes(v[0..8].try_into().unwrap_or_default());
                 let days = i32::from_be_bytes(v[8..12].try_into().unwrap_or_default());
                 let months = i32::from_be_bytes(v[12..16].try_into().unwrap_or_default());
-                let nanos = us
-                    .checked_mul(1000)
-                    .ok_or_else(|| bad("interval out of range"))?;
-                b.append_value(IntervalMonthDayNano::new(months, days, nanos))
+                b.append_value(iso8601_interval(months, days, us))
             }
             Col::Bytea(b) => b.append_value(v),
             Col::List(l) => return l.append(v),
@@ -303,6 +300,50 @@ fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N]> {
 #[inline]
 fn utf8(v: &[u8]) -> Result<&str> {
     std::str::from_utf8(v).map_err(|e| bad(format!("invalid UTF-8: {e}")))
+}
+
+/// An interval as an ISO 8601 duration with signed parts, which PostgreSQL,
+/// DuckDB and BigQuery all parse back to the same value: `P1Y2M3DT4H5M6.789S`.
+pub(crate) fn iso8601_interval(months: i32, days: i32, micros: i64) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("P");
+    let (y, m) = (months / 12, months % 12);
+    if y != 0 {
+        let _ = write!(s, "{y}Y");
+    }
+    if m != 0 {
+        let _ = write!(s, "{m}M");
+    }
+    if days != 0 {
+        let _ = write!(s, "{days}D");
+    }
+    if micros != 0 {
+        s.push('T');
+        let sign = if micros < 0 { "-" } else { "" };
+        let abs = micros.unsigned_abs();
+        let (h, rest) = (abs / 3_600_000_000, abs % 3_600_000_000);
+        let (mi, us) = (rest / 60_000_000, rest % 60_000_000);
+        if h != 0 {
+            let _ = write!(s, "{sign}{h}H");
+        }
+        if mi != 0 {
+            let _ = write!(s, "{sign}{mi}M");
+        }
+        if us != 0 {
+            let frac = format!("{:06}", us % 1_000_000);
+            let frac = frac.trim_end_matches('0');
+            let _ = write!(
+                s,
+                "{sign}{}{}{frac}S",
+                us / 1_000_000,
+                if frac.is_empty() { "" } else { "." }
+            );
+        }
+    }
+    if s == "P" {
+        s.push_str("T0S");
+    }
+    s
 }
 
 fn uuid_text(b: &[u8; 16]) -> String {
@@ -638,6 +679,18 @@ mod tests {
             "NaN"
         );
         assert!(numeric_to_i128(&numeric(0, NUMERIC_NAN, 0, &[]), 10, 2).is_err());
+    }
+
+    #[test]
+    fn intervals_format_as_iso8601() {
+        assert_eq!(
+            iso8601_interval(14, 3, 14_706_789_000),
+            "P1Y2M3DT4H5M6.789S"
+        );
+        assert_eq!(iso8601_interval(0, -1, -1), "P-1DT-0.000001S");
+        assert_eq!(iso8601_interval(-1, 0, 0), "P-1M");
+        assert_eq!(iso8601_interval(0, 0, 0), "PT0S");
+        assert_eq!(iso8601_interval(0, 0, 60_000_000), "PT1M");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! | date | Date32 |
 //! | time | Time64(µs) |
 //! | timestamp / timestamptz | Timestamp(µs) / Timestamp(µs, "+00:00") |
-//! | interval | Interval(MonthDayNano) |
+//! | interval | Utf8, ISO 8601 duration (`P1Y2M3DT4H5M6.789S`), exact to the microsecond (Parquet has no lossless interval type) |
 //! | json / jsonb | Utf8 tagged `ARROW:extension:name = arrow.json` |
 //! | bytea | Binary |
 //! | one-dimensional arrays of the above | List of the element type |
@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 
 /// Field metadata key holding the declared PostgreSQL type.
 pub const PG_TYPE_KEY: &str = "weir.pg_type";
@@ -117,14 +117,16 @@ impl PgKind {
             PgKind::Float4 => DataType::Float32,
             PgKind::Float8 => DataType::Float64,
             PgKind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            PgKind::NumericText | PgKind::Text | PgKind::Uuid | PgKind::Json | PgKind::Jsonb => {
-                DataType::Utf8
-            }
+            PgKind::NumericText
+            | PgKind::Text
+            | PgKind::Uuid
+            | PgKind::Json
+            | PgKind::Jsonb
+            | PgKind::Interval => DataType::Utf8,
             PgKind::Date => DataType::Date32,
             PgKind::Time => DataType::Time64(TimeUnit::Microsecond),
             PgKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             PgKind::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC))),
-            PgKind::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             PgKind::Bytea => DataType::Binary,
             PgKind::Array(inner) => DataType::List(Arc::new(inner.element_field())),
         }
