@@ -1,0 +1,227 @@
+//! End-to-end tests that drive the real `weir` binary against a real server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_testkit::{temp_dir, TestDb};
+
+fn weir(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WEIR_SOURCE_URL")
+        .output()
+        .expect("run weir")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn config_errors_name_file_line_and_key_all_at_once_and_exit_2() {
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        "name: shop\nsource:\n  postgres:\n    url: postgres://localhost/db\n  tabels: [a]\nlake:\n  format: csv\n",
+    )
+    .unwrap();
+    let out = weir(&["extract"], dir.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("weir.yml:5:3: source.tabels: unknown key `tabels`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("weir.yml:7:11: lake.format: `csv` is not one of: parquet, ndjson"),
+        "{all}"
+    );
+    assert!(all.contains("2 problem(s)"), "{all}");
+}
+
+#[tokio::test]
+async fn generate_then_extract_json_summary_and_no_password_anywhere() {
+    let db = TestDb::new().await;
+    let dir = temp_dir();
+    let secret = "Zz-hunter2-secret";
+    let url = db
+        .url()
+        .replace("postgres@", &format!("postgres:{secret}@"));
+    let out = weir(
+        &["source", "generate", "--url", &url, "--scale", "0.02"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(secret));
+    // Refuses to overwrite without --replace (a usage error).
+    let again = weir(
+        &["source", "generate", "--url", &url, "--scale", "0.02"],
+        dir.path(),
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("--replace"));
+
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        "name: shop\nsource:\n  postgres:\n    url: ${SHOP_DB}\n  tables: [\"*\"]\n  exclude: [olist_geolocation]\nlake:\n  format: ndjson\n  ndjson: { gzip: true }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["extract", "--json", "--log", "debug", "--jobs", "3"])
+        .current_dir(dir.path())
+        .env("SHOP_DB", &url)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(secret), "the password leaked into output");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables = summary["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 8, "{summary}");
+    let orders = tables.iter().find(|t| t["name"] == "olist_orders").unwrap();
+    assert_eq!(orders["rows"], 1991, "{summary}");
+    let manifest_url = summary["manifest_url"].as_str().unwrap();
+    assert!(
+        manifest_url.starts_with("file://./lake/shop/_manifests/"),
+        "{manifest_url}"
+    );
+    let run_id = summary["run_id"].as_str().unwrap();
+    let manifest_path = dir
+        .path()
+        .join("lake/shop/_manifests")
+        .join(format!("{run_id}.json"));
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    assert!(!manifest.contains(secret));
+    assert!(manifest.contains("\"compression\": \"gzip\""));
+    for f in files_under(&dir.path().join("lake")) {
+        let content = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&content).contains(secret),
+            "{}",
+            f.display()
+        );
+    }
+    // --tables restricts the run; an unknown table is a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["extract", "--tables", "olist_sellers,nope"])
+        .current_dir(dir.path())
+        .env("SHOP_DB", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("`nope`"));
+}
+
+fn is_final_part(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with("part-")
+        && name.ends_with(".parquet")
+        && name.len() == "part-00000.parquet".len()
+}
+
+#[tokio::test]
+async fn a_killed_extraction_leaves_nothing_that_looks_complete() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE wide (id int8 PRIMARY KEY, payload text);
+             INSERT INTO wide SELECT g, repeat(md5(g::text) || md5((g * 31)::text), 6) FROM generate_series(1, 250000) g;",
+        )
+        .await
+        .unwrap();
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        format!(
+            "name: k\nsource:\n  postgres: {{ url: \"{}\" }}\n  tables: [wide]\n  jobs: 2\n  chunk_size_mb: 6\nlake:\n  parquet: {{ compression: none }}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let mut killed = 0;
+    for delay_ms in [0u64, 150, 400] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("extract")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the run has started writing, then kill it without warning.
+        let start = Instant::now();
+        while files_under(&lake.join("k/wide")).is_empty()
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if status.success() {
+            continue; // finished before the kill: nothing to check for this delay
+        }
+        killed += 1;
+        assert!(
+            files_under(&lake.join("k/_manifests")).is_empty(),
+            "a killed run committed a manifest"
+        );
+        for f in files_under(&lake) {
+            if is_final_part(&f) {
+                // Anything under a final name must be a whole, readable file.
+                let file = std::fs::File::open(&f).unwrap();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .unwrap_or_else(|e| {
+                            panic!("{} is not a complete Parquet file: {e}", f.display())
+                        });
+                for b in reader.build().unwrap() {
+                    b.unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        killed >= 2,
+        "only {killed} run(s) were killed mid-way; the table is too small to test this"
+    );
+    // A clean run afterwards commits a manifest that lists only its own files.
+    let out = weir(&["extract", "--json"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows"], 250000);
+    let run_id = summary["run_id"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(lake.join("k/_manifests").join(format!("{run_id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let files = manifest["tables"][0]["files"].as_array().unwrap();
+    assert!(files.len() > 3);
+    for f in files {
+        assert!(f["path"].as_str().unwrap().contains(run_id));
+    }
+}
