@@ -313,11 +313,19 @@ async fn extract_in_snapshot(
             let rel = lake.part_path(&p.info.name, run_id, chunk.index, opts.write.extension());
             written.lock().map(|mut w| w.push(rel.clone())).ok();
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            let plain: Vec<String> = p
+                .info
+                .columns
+                .iter()
+                .filter(|c| c.mostly_distinct())
+                .map(|c| c.name.clone())
+                .collect();
             let writer = write_part(
                 lake.store.clone(),
                 lake.object_path(&rel),
                 p.schema.clone(),
                 opts.write,
+                plain,
                 rx,
             );
             let reader = async {

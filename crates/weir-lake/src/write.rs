@@ -18,6 +18,7 @@ use object_store::ObjectStore;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use weir_config::{Compression, LakeFormat};
@@ -113,6 +114,7 @@ impl Write for ChunkWriter {
 
 fn encode(
     opts: WriteOptions,
+    plain_columns: Vec<String>,
     schema: SchemaRef,
     mut batches: mpsc::Receiver<RecordBatch>,
     out: ChunkWriter,
@@ -127,10 +129,13 @@ fn encode(
                     PqCompression::ZSTD(ZstdLevel::try_new(l).map_err(|e| e.to_string())?)
                 }
             };
-            let props = WriterProperties::builder()
+            let mut props = WriterProperties::builder()
                 .set_compression(compression)
-                .set_max_row_group_row_count(Some(opts.parquet_row_group_rows))
-                .build();
+                .set_max_row_group_row_count(Some(opts.parquet_row_group_rows));
+            for c in plain_columns {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(c), false);
+            }
+            let props = props.build();
             let mut w =
                 ArrowWriter::try_new(out, schema, Some(props)).map_err(|e| e.to_string())?;
             while let Some(batch) = batches.blocking_recv() {
@@ -172,11 +177,14 @@ fn encode(
 
 /// Write every batch from `batches` into one object at `path`. The object
 /// appears only if every batch was written; otherwise the upload is aborted.
+/// `plain_columns` are written without a Parquet dictionary (mostly distinct
+/// values, where building one costs time and saves nothing).
 pub async fn write_part(
     store: Arc<dyn ObjectStore>,
     path: Path,
     schema: SchemaRef,
     opts: WriteOptions,
+    plain_columns: Vec<String>,
     batches: mpsc::Receiver<RecordBatch>,
 ) -> Result<PartStats, LakeError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(2);
@@ -184,8 +192,11 @@ pub async fn write_part(
         tx,
         buf: Vec::with_capacity(CHUNK),
     };
-    let encoder = tokio::task::spawn_blocking(move || encode(opts, schema, batches, out));
-    let mut upload = BufWriter::with_capacity(store, path.clone(), UPLOAD_CAPACITY);
+    let encoder =
+        tokio::task::spawn_blocking(move || encode(opts, plain_columns, schema, batches, out));
+    // At most two parts in flight per file: memory stays at a few parts per worker.
+    let mut upload =
+        BufWriter::with_capacity(store, path.clone(), UPLOAD_CAPACITY).with_max_concurrency(2);
     let mut bytes = 0u64;
     let mut upload_error = None;
     while let Some(chunk) = rx.recv().await {

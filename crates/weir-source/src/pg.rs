@@ -157,6 +157,7 @@ pub async fn describe(
             kind,
             not_null,
             cast_to_text: cast,
+            distinct_fraction: None,
         });
     }
     for c in cast_to_text {
@@ -178,6 +179,23 @@ pub async fn describe(
         )
         .await
         .map_err(query_err(ctx()))?;
+    // n_distinct < 0 is minus a fraction of the rows; > 0 an absolute count.
+    let stats = client
+        .query(
+            "SELECT s.attname::text, s.n_distinct::float8, greatest(c.reltuples, 1)::float8
+             FROM pg_stats s JOIN pg_class c ON c.oid = $3::oid
+             WHERE s.schemaname = $1 AND s.tablename = $2",
+            &[&schema, &table, &oid],
+        )
+        .await
+        .map_err(query_err(ctx()))?;
+    for r in &stats {
+        let name: String = r.get(0);
+        let (n, rows): (f64, f64) = (r.get(1), r.get(2));
+        if let Some(c) = columns.iter_mut().find(|c| c.name == name) {
+            c.distinct_fraction = Some(if n < 0.0 { -n } else { (n / rows).min(1.0) });
+        }
+    }
     let size: i64 = client
         .query_one("SELECT pg_relation_size($1::oid)", &[&oid])
         .await

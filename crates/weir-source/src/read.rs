@@ -311,16 +311,24 @@ pub async fn read_chunk(
             .map(|c| c.declared.clone()),
         message: e.message,
     };
+    // Messages arrive one row at a time: nothing here may allocate or touch
+    // shared counters per message; progress is published once per batch.
+    let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(query_err(format!("reading table {name}")))?;
-        progress
-            .bytes
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return Err(query_err(format!("reading table {name}"))(e)),
+        };
+        bytes += chunk.len() as u64;
         decoder.feed(&chunk).map_err(decode_err)?;
         if decoder.buffered_rows() >= BATCH_ROWS || decoder.buffered_bytes() >= BATCH_BYTES {
+            progress
+                .bytes
+                .fetch_add(std::mem::take(&mut bytes), Ordering::Relaxed);
             total += send(&mut decoder, tx, progress).await?;
         }
     }
+    progress.bytes.fetch_add(bytes, Ordering::Relaxed);
     decoder.finish().map_err(decode_err)?;
     total += send(&mut decoder, tx, progress).await?;
     Ok(total)

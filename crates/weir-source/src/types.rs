@@ -68,6 +68,9 @@ pub struct ColumnInfo {
     pub not_null: bool,
     /// Read as `::text` because the user asked for it.
     pub cast_to_text: bool,
+    /// Share of distinct values from the planner's statistics (`pg_stats.n_distinct`),
+    /// when the table has been analyzed.
+    pub distinct_fraction: Option<f64>,
 }
 
 impl PgKind {
@@ -175,6 +178,13 @@ impl ColumnInfo {
             meta.insert(EXTENSION_KEY.to_owned(), ext.to_owned());
         }
         Field::new(&self.name, kind.data_type(), !self.not_null).with_metadata(meta)
+    }
+
+    /// Whether most values are distinct (or the type is a float): a dictionary
+    /// encoding would cost time and save nothing.
+    pub fn mostly_distinct(&self) -> bool {
+        matches!(self.effective_kind(), PgKind::Float4 | PgKind::Float8)
+            || self.distinct_fraction.is_some_and(|f| f > 0.1)
     }
 
     /// What is actually decoded: text when the column is cast.

@@ -322,6 +322,14 @@ pub async fn generate_into_postgres(
                             .await
                             .map_err(query_err(format!("adding the key of {}", t.name)))?;
                     }
+                    // Fresh statistics, as a restored database would have after ANALYZE.
+                    tx.batch_execute(&format!(
+                        "ANALYZE {}.{}",
+                        quote_ident(schema),
+                        quote_ident(t.name)
+                    ))
+                    .await
+                    .map_err(query_err(format!("analyzing {}", t.name)))?;
                     counts.push((t.name, n));
                 }
             }
