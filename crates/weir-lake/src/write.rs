@@ -26,9 +26,9 @@ use weir_config::{Compression, LakeFormat};
 use crate::LakeError;
 
 /// Size of the encoded chunks handed to the uploader.
-const CHUNK: usize = 8 * 1024 * 1024;
+const CHUNK: usize = 4 * 1024 * 1024;
 /// Multipart part size (and the largest file written with a single put).
-const UPLOAD_CAPACITY: usize = 16 * 1024 * 1024;
+const UPLOAD_CAPACITY: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
