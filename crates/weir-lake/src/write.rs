@@ -1,6 +1,6 @@
 //! Streaming one data file: batches in, an object out.
 //!
-//! A blocking thread encodes (Parquet or NDJSON, optionally gzip) into 8 MiB
+//! A blocking thread encodes (Parquet or NDJSON, optionally gzip) into 4 MiB
 //! chunks; the async side uploads them through `object_store`'s `BufWriter`
 //! (one put for a small file, a multipart upload otherwise). Channels on both
 //! sides are bounded, so memory stays flat however large the table is. The
