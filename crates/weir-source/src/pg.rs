@@ -71,8 +71,26 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
+    /// The quoted `"schema"."table"` for SQL.
     pub fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.table` for messages.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The column a setting names, or an error naming table, column and setting.
+    pub fn column(&self, name: &str, setting: &'static str) -> Result<&ColumnInfo, SourceError> {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| SourceError::NoSuchColumn {
+                table: self.display_name(),
+                column: name.to_owned(),
+                setting,
+            })
     }
 }
 

@@ -102,15 +102,7 @@ pub async fn plan_chunks(
                 .collect())
         }
         ChunkBy::Column(col) => {
-            let column = table
-                .columns
-                .iter()
-                .find(|c| c.name == col)
-                .ok_or_else(|| SourceError::NoSuchColumn {
-                    table: format!("{}.{}", table.schema, table.name),
-                    column: col.clone(),
-                    setting: "chunk_by",
-                })?;
+            let column = table.column(&col, "chunk_by")?;
             if !matches!(column.kind, PgKind::Int2 | PgKind::Int4 | PgKind::Int8) {
                 return Err(SourceError::Config(format!(
                     "table {}.{}: chunk_by column `{col}` must be an integer column (it is {})",
@@ -194,15 +186,7 @@ pub async fn incremental_bounds(
     lookback: Option<&str>,
     oldest_open_write_start: Option<&str>,
 ) -> Result<IncrementalBounds, SourceError> {
-    let column = table
-        .columns
-        .iter()
-        .find(|c| c.name == cursor)
-        .ok_or_else(|| SourceError::NoSuchColumn {
-            table: format!("{}.{}", table.schema, table.name),
-            column: cursor.to_owned(),
-            setting: "cursor",
-        })?;
+    let column = table.column(cursor, "cursor")?;
     let q = quote_ident(cursor);
     let ty = &column.declared;
     let filter = previous_mark.map(|m| match lookback {
@@ -298,7 +282,7 @@ pub async fn read_chunk(
         )))?;
     pin_mut!(stream);
     let mut total = 0u64;
-    let name = format!("{}.{}", table.schema, table.name);
+    let name = table.display_name();
     let decode_err = |e: crate::decode::DecodeError| SourceError::Decode {
         table: name.clone(),
         column: e
