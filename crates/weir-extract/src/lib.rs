@@ -97,6 +97,21 @@ struct TableResult {
     finished: Option<Instant>,
 }
 
+impl TableResult {
+    fn summary(&self, name: &str) -> TableSummary {
+        TableSummary {
+            name: name.to_owned(),
+            rows: self.files.iter().map(|f| f.1.rows).sum(),
+            bytes: self.files.iter().map(|f| f.1.bytes).sum(),
+            files: self.files.len(),
+            seconds: match (self.started, self.finished) {
+                (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                _ => 0.0,
+            },
+        }
+    }
+}
+
 /// Which tables of the schema this run reads, with their settings.
 async fn select_tables(
     snapshot: &Snapshot,
@@ -201,27 +216,15 @@ pub async fn extract(
     let mut tables = Vec::new();
     let mut summaries = Vec::new();
     for (p, mut r) in planned.into_iter().zip(results) {
+        let summary = r.summary(&p.info.name);
         r.files.sort_by_key(|f| f.0);
         let files: Vec<FileEntry> = r.files.into_iter().map(|f| f.1).collect();
-        let rows = files.iter().map(|f| f.rows).sum();
-        let bytes = files.iter().map(|f| f.bytes).sum();
-        let seconds = match (r.started, r.finished) {
-            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-            _ => 0.0,
-        };
-        summaries.push(TableSummary {
-            name: p.info.name.clone(),
-            rows,
-            bytes,
-            files: files.len(),
-            seconds,
-        });
         tables.push(TableEntry {
             name: p.info.name.clone(),
-            source_table: format!("{}.{}", p.info.schema, p.info.name),
-            rows,
-            bytes,
-            seconds,
+            source_table: p.info.display_name(),
+            rows: summary.rows,
+            bytes: summary.bytes,
+            seconds: summary.seconds,
             arrow_schema: serde_json::to_value(p.schema.as_ref()).unwrap_or_default(),
             primary_key: p
                 .config
@@ -231,6 +234,7 @@ pub async fn extract(
             files,
             incremental: p.incremental,
         });
+        summaries.push(summary);
     }
     let manifest = Manifest {
         version: MANIFEST_VERSION,
@@ -359,6 +363,9 @@ async fn extract_in_snapshot(
                     },
                 ));
                 r.finished = Some(Instant::now());
+                if r.files.len() == p.chunks.len() {
+                    observer.table_done(&r.summary(&p.info.name));
+                }
             }
         }
     };
@@ -382,21 +389,6 @@ async fn extract_in_snapshot(
         .into_iter()
         .map(|m| m.into_inner().unwrap_or_default())
         .collect();
-    for (p, r) in plan.iter().zip(&results) {
-        let rows: u64 = r.files.iter().map(|f| f.1.rows).sum();
-        let bytes: u64 = r.files.iter().map(|f| f.1.bytes).sum();
-        let seconds = match (r.started, r.finished) {
-            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-            _ => 0.0,
-        };
-        observer.table_done(&TableSummary {
-            name: p.info.name.clone(),
-            rows,
-            bytes,
-            files: r.files.len(),
-            seconds,
-        });
-    }
     Ok((plan, results))
 }
 
