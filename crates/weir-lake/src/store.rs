@@ -48,6 +48,7 @@ impl Lake {
             url: url.to_owned(),
             message,
         };
+        let mut shown = url.to_owned();
         let (store, root): (Arc<dyn ObjectStore>, Path) =
             if let Some(rest) = url.strip_prefix("gs://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -76,13 +77,15 @@ impl Lake {
                     .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
                 let dir = dir.canonicalize().map_err(|e| err(e.to_string()))?;
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| err(e.to_string()))?;
+                // Shown (and put in summaries) as an absolute URL, whatever folder it came from.
+                shown = format!("file://{}", dir.display());
                 (Arc::new(fs), Path::default())
             };
         Ok(Lake {
             store,
             root,
             project: project.to_owned(),
-            url: url.to_owned(),
+            url: shown,
         })
     }
 

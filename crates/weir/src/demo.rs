@@ -120,7 +120,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let summary = extract_with_progress(&dir, &opts, &lake, progress).await?;
     step(
-        &format!("extracted {} tables to {}", summary.tables.len(), lake.url),
+        &format!("extracted {} tables to the lake", summary.tables.len()),
         t,
     );
     print_summary(&summary);
