@@ -22,7 +22,7 @@ use weir_source::{
 };
 
 /// Batches buffered between a chunk's reader and its writer.
-const CHANNEL_BATCHES: usize = 2;
+const CHANNEL_BATCHES: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {

@@ -1,6 +1,6 @@
 //! Streaming one data file: batches in, an object out.
 //!
-//! A blocking thread encodes (Parquet or NDJSON, optionally gzip) into 4 MiB
+//! A blocking thread encodes (Parquet or NDJSON, optionally gzip) into 2 MiB
 //! chunks; the async side uploads them through `object_store`'s `BufWriter`
 //! (one put for a small file, a multipart upload otherwise). Channels on both
 //! sides are bounded, so memory stays flat however large the table is. The
@@ -26,9 +26,10 @@ use weir_config::{Compression, LakeFormat};
 use crate::LakeError;
 
 /// Size of the encoded chunks handed to the uploader.
-const CHUNK: usize = 4 * 1024 * 1024;
-/// Multipart part size (and the largest file written with a single put).
-const UPLOAD_CAPACITY: usize = 8 * 1024 * 1024;
+const CHUNK: usize = 2 * 1024 * 1024;
+/// Multipart part size (and the largest file written with a single put);
+/// S3 and GCS need parts of at least 5 MiB, all but the last.
+const UPLOAD_CAPACITY: usize = 6 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
@@ -187,7 +188,7 @@ pub async fn write_part(
     plain_columns: Vec<String>,
     batches: mpsc::Receiver<RecordBatch>,
 ) -> Result<PartStats, LakeError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(2);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let out = ChunkWriter {
         tx,
         buf: Vec::with_capacity(CHUNK),

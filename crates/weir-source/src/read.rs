@@ -17,10 +17,10 @@ use crate::types::PgKind;
 use crate::SourceError;
 
 /// Rows per Arrow batch handed to a writer.
-pub const BATCH_ROWS: usize = 65_536;
+pub const BATCH_ROWS: usize = 32_768;
 /// A batch is also cut when its decoded payload passes this many bytes, so
 /// wide rows do not make large batches.
-pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// One independently readable piece of a table.
 #[derive(Debug, Clone, PartialEq, Eq)]

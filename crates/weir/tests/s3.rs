@@ -74,7 +74,7 @@ async fn extract_to_an_s3_lake_with_multipart_uploads() {
     let (status, _) = http(moto.port, "PUT", "/weir-lake");
     assert_eq!(status, 200, "create bucket");
     let db = TestDb::new().await;
-    // ~70 MB of barely compressible text: several 8 MiB multipart parts per file.
+    // ~70 MB of barely compressible text: several 6 MiB multipart parts per file.
     db.client()
         .await
         .batch_execute(
@@ -172,7 +172,7 @@ async fn extract_to_an_s3_lake_with_multipart_uploads() {
         .as_u64()
         .unwrap();
     assert!(
-        wide_bytes > 3 * 8 * 1024 * 1024,
+        wide_bytes > 3 * 6 * 1024 * 1024,
         "the file should take several multipart parts: {wide_bytes}"
     );
 }
