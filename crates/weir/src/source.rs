@@ -4,21 +4,52 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::anyhow;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use weir_config::SecretUrl;
 use weir_source::olist::{generate_csv, generate_into_postgres, GenerateOptions};
 
-use crate::{usage, Failure};
+use crate::extract::load_project;
+use crate::{project_dir, usage, Failure};
+
+/// Which database: `--url`/`--schema`, else the project's `source.postgres`.
+#[derive(Args)]
+pub struct Target {
+    /// Project folder whose weir.yml names the source (default: the current folder).
+    #[arg(short = 'p', long = "project-dir")]
+    project: Option<PathBuf>,
+    /// PostgreSQL URL; default: `source.postgres.url` of the project.
+    #[arg(long, env = "WEIR_SOURCE_URL", hide_env_values = true)]
+    url: Option<String>,
+    /// Schema; default: `source.postgres.schema` of the project, else `public`.
+    #[arg(long)]
+    schema: Option<String>,
+}
+
+impl Target {
+    /// The URL and schema, or `None` when neither the flags nor a weir.yml name a database.
+    fn resolve(&self) -> Result<Option<(SecretUrl, String)>, Failure> {
+        let project = load_project(&project_dir(&self.project))?;
+        let source = project.as_ref().and_then(|p| p.source.as_ref());
+        let url = match (&self.url, source) {
+            (Some(u), _) => SecretUrl::new(u.clone()),
+            (None, Some(s)) => s.url.clone(),
+            (None, None) => return Ok(None),
+        };
+        let schema = self
+            .schema
+            .clone()
+            .or_else(|| source.map(|s| s.schema.clone()))
+            .unwrap_or_else(|| "public".to_owned());
+        Ok(Some((url, schema)))
+    }
+}
 
 #[derive(Subcommand)]
 pub enum SourceCommand {
     /// Create the nine Olist tables and fill them with deterministic sample data.
     Generate {
-        /// PostgreSQL URL to write to.
-        #[arg(long, env = "WEIR_SOURCE_URL", hide_env_values = true)]
-        url: Option<String>,
-        #[arg(long, default_value = "public")]
-        schema: String,
+        #[command(flatten)]
+        target: Target,
         /// 1.0 gives the reference row counts (99,441 orders); others scale them.
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
@@ -34,10 +65,8 @@ pub enum SourceCommand {
     /// Load a folder of CSV files into PostgreSQL, one table per file.
     LoadCsv {
         dir: PathBuf,
-        #[arg(long, env = "WEIR_SOURCE_URL", hide_env_values = true)]
-        url: String,
-        #[arg(long, default_value = "public")]
-        schema: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         replace: bool,
     },
@@ -46,8 +75,7 @@ pub enum SourceCommand {
 pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
     match cmd {
         SourceCommand::Generate {
-            url,
-            schema,
+            target,
             scale,
             seed,
             replace,
@@ -56,9 +84,10 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
             if !(scale > 0.0 && scale <= 1000.0) {
                 return Err(usage(anyhow!("--scale must be above 0 and at most 1000")));
             }
-            if url.is_none() && csv_out.is_none() {
+            let resolved = target.resolve()?;
+            if resolved.is_none() && csv_out.is_none() {
                 return Err(usage(anyhow!(
-                    "give --url (or WEIR_SOURCE_URL) to write to PostgreSQL, or --csv-out DIR"
+                    "no database: give --url (or WEIR_SOURCE_URL), a project whose weir.yml has a `source:`, or --csv-out DIR"
                 )));
             }
             let opts = GenerateOptions { scale, seed };
@@ -76,8 +105,7 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
                 );
                 print_counts(&counts.0);
             }
-            if let Some(url) = url {
-                let url = SecretUrl::new(url);
+            if let Some((url, schema)) = resolved {
                 let t = Instant::now();
                 let mut client = weir_source::connect(&url).await?;
                 let counts = generate_into_postgres(&mut client, &schema, opts, replace)
@@ -96,11 +124,14 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
         }
         SourceCommand::LoadCsv {
             dir,
-            url,
-            schema,
+            target,
             replace,
         } => {
-            let url = SecretUrl::new(url);
+            let Some((url, schema)) = target.resolve()? else {
+                return Err(usage(anyhow!(
+                    "no database: give --url (or WEIR_SOURCE_URL), or run in a project whose weir.yml has a `source:`"
+                )));
+            };
             let t = Instant::now();
             let mut client = weir_source::connect(&url).await?;
             let loaded = weir_source::csv_load::load_csv_dir(&mut client, &dir, &schema, replace)

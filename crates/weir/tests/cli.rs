@@ -228,3 +228,63 @@ async fn a_killed_extraction_leaves_nothing_that_looks_complete() {
         assert!(f["path"].as_str().unwrap().contains(run_id));
     }
 }
+
+#[tokio::test]
+async fn source_commands_read_the_project_file() {
+    let db = TestDb::new().await;
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        format!(
+            "name: p\nsource:\n  postgres: {{ url: \"{}\", schema: shop }}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let out = weir(&["source", "generate", "--scale", "0.01"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("schema shop"), "{}", text(&out));
+    let csv = dir.path().join("csv");
+    let out = weir(
+        &[
+            "source",
+            "generate",
+            "--scale",
+            "0.01",
+            "--csv-out",
+            csv.to_str().unwrap(),
+            "--schema",
+            "other",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = weir(
+        &[
+            "source",
+            "load-csv",
+            csv.to_str().unwrap(),
+            "--schema",
+            "again",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let n: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM shop.olist_orders) + (SELECT count(*) FROM other.olist_orders)
+                  - 2 * (SELECT count(*) FROM again.olist_orders)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the three schemas hold the same orders");
+    // Without a URL or a project, the error says what to give.
+    let empty = temp_dir();
+    let out = weir(&["source", "load-csv", csv.to_str().unwrap()], empty.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--url"), "{}", text(&out));
+}
