@@ -106,3 +106,10 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("create temp dir")
 }
+
+/// A temporary project folder holding `weir_yml` as its `weir.yml`.
+pub fn project(weir_yml: &str) -> tempfile::TempDir {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("weir.yml"), weir_yml).expect("write weir.yml");
+    dir
+}

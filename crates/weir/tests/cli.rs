@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use weir_testkit::{temp_dir, TestDb};
+use weir_testkit::{project, temp_dir, TestDb};
 
 fn weir(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -42,12 +42,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn config_errors_name_file_line_and_key_all_at_once_and_exit_2() {
-    let dir = temp_dir();
-    std::fs::write(
-        dir.path().join("weir.yml"),
-        "name: shop\nsource:\n  postgres:\n    url: postgres://localhost/db\n  tabels: [a]\nlake:\n  format: csv\n",
-    )
-    .unwrap();
+    let dir = project("name: shop\nsource:\n  postgres:\n    url: postgres://localhost/db\n  tabels: [a]\nlake:\n  format: csv\n");
     let out = weir(&["extract"], dir.path());
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
@@ -156,15 +151,10 @@ async fn a_killed_extraction_leaves_nothing_that_looks_complete() {
         )
         .await
         .unwrap();
-    let dir = temp_dir();
-    std::fs::write(
-        dir.path().join("weir.yml"),
-        format!(
+    let dir = project(&format!(
             "name: k\nsource:\n  postgres: {{ url: \"{}\" }}\n  tables: [wide]\n  jobs: 2\n  chunk_size_mb: 6\nlake:\n  parquet: {{ compression: none }}\n",
             db.url()
-        ),
-    )
-    .unwrap();
+        ));
     let lake = dir.path().join("lake");
     let mut killed = 0;
     for delay_ms in [0u64, 150, 400] {
@@ -232,15 +222,10 @@ async fn a_killed_extraction_leaves_nothing_that_looks_complete() {
 #[tokio::test]
 async fn source_commands_read_the_project_file() {
     let db = TestDb::new().await;
-    let dir = temp_dir();
-    std::fs::write(
-        dir.path().join("weir.yml"),
-        format!(
-            "name: p\nsource:\n  postgres: {{ url: \"{}\", schema: shop }}\n",
-            db.url()
-        ),
-    )
-    .unwrap();
+    let dir = project(&format!(
+        "name: p\nsource:\n  postgres: {{ url: \"{}\", schema: shop }}\n",
+        db.url()
+    ));
     let out = weir(&["source", "generate", "--scale", "0.01"], dir.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("schema shop"), "{}", text(&out));

@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weir_testkit::{temp_dir, TestDb};
+use weir_testkit::{project, TestDb};
 
 struct Moto {
     child: Child,
@@ -86,15 +86,10 @@ async fn extract_to_an_s3_lake_with_multipart_uploads() {
         )
         .await
         .unwrap();
-    let dir = temp_dir();
-    std::fs::write(
-        dir.path().join("weir.yml"),
-        format!(
+    let dir = project(&format!(
             "name: shop\nsource:\n  postgres: {{ url: \"{}\" }}\nlake:\n  url: s3://weir-lake/raw/zone\n  parquet: {{ compression: none }}\n",
             db.url()
-        ),
-    )
-    .unwrap();
+        ));
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["extract", "--json"])
         .current_dir(dir.path())
