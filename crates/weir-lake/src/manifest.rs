@@ -16,7 +16,7 @@ pub struct Manifest {
     pub completed_at: String,
     /// `parquet` or `ndjson`.
     pub format: String,
-    /// e.g. `zstd(3)`, `gzip`, `none`.
+    /// e.g. `zstd(1)`, `gzip`, `none`.
     pub compression: String,
     /// The source, with any password redacted.
     pub source: String,
