@@ -35,13 +35,7 @@ pub struct DecodeError {
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
-fn framing(message: impl Into<String>) -> DecodeError {
-    DecodeError {
-        column: None,
-        message: message.into(),
-    }
-}
-
+/// An error not yet tied to a column (the tuple loop fills that in).
 fn bad(message: impl Into<String>) -> DecodeError {
     DecodeError {
         column: None,
@@ -532,7 +526,7 @@ impl BatchDecoder {
             return if chunk.is_empty() {
                 Ok(Fed::End)
             } else {
-                Err(framing("data after the end-of-copy marker"))
+                Err(bad("data after the end-of-copy marker"))
             };
         }
         if self.pending.is_empty() {
@@ -551,7 +545,7 @@ impl BatchDecoder {
     /// Check the stream ended cleanly.
     pub fn finish(&self) -> Result<()> {
         if !self.finished || !self.pending.is_empty() {
-            return Err(framing("the COPY stream ended before its end marker"));
+            return Err(bad("the COPY stream ended before its end marker"));
         }
         Ok(())
     }
@@ -564,7 +558,7 @@ impl BatchDecoder {
                 return Ok(0);
             }
             if &buf[..11] != SIGNATURE {
-                return Err(framing("not a binary COPY stream (bad signature)"));
+                return Err(bad("not a binary COPY stream (bad signature)"));
             }
             let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
             if buf.len() < 19 + ext {
@@ -585,9 +579,7 @@ impl BatchDecoder {
                 return Ok(pos + 2);
             }
             if nfields as usize != ncols {
-                return Err(framing(format!(
-                    "tuple has {nfields} fields, expected {ncols}"
-                )));
+                return Err(bad(format!("tuple has {nfields} fields, expected {ncols}")));
             }
             // Find the tuple's end before touching any builder, so a split
             // tuple is never half-appended.
@@ -638,7 +630,7 @@ impl BatchDecoder {
         // if it did it is a bug in the type mapping, reported rather than panicking.
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map(Some)
-            .map_err(|e| framing(format!("bug in Weir's type mapping, please report it: {e}")))
+            .map_err(|e| bad(format!("bug in Weir's type mapping, please report it: {e}")))
     }
 }
 
