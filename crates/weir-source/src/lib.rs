@@ -66,18 +66,3 @@ pub enum SourceError {
     #[error("bug in Weir, please report it: {0}")]
     Bug(String),
 }
-
-impl SourceError {
-    /// Whether retrying the same work may succeed (connection loss, serialization failure).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SourceError::Connect { .. } => true,
-            SourceError::Query { message, .. } => {
-                message.contains("connection")
-                    || message.contains("could not serialize")
-                    || message.contains("terminating")
-            }
-            _ => false,
-        }
-    }
-}
