@@ -78,6 +78,7 @@ pub struct Project {
     pub name: String,
     pub source: Option<SourceConfig>,
     pub lake: LakeConfig,
+    pub warehouse: WarehouseConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +115,11 @@ pub struct TableConfig {
     pub chunk_by: Option<ChunkBy>,
     /// Columns to read as `::text` because their type has no Arrow mapping.
     pub cast_to_text: Vec<String>,
+    /// How `weir load` writes this table (overrides `warehouse.mode`).
+    pub load_mode: Option<LoadMode>,
+    /// NDJSON rows that may fail to parse before the load fails (overrides
+    /// `warehouse.max_bad_records`).
+    pub max_bad_records: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +177,95 @@ impl Default for LakeConfig {
     }
 }
 
+/// How a load writes a table that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Replace the table's contents (BigQuery's WRITE_TRUNCATE).
+    Truncate,
+    /// Add the run's rows.
+    Append,
+    /// Upsert on the primary key: changed rows replace old ones, new rows are added.
+    Merge,
+}
+
+impl LoadMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "truncate" => Some(LoadMode::Truncate),
+            "append" => Some(LoadMode::Append),
+            "merge" => Some(LoadMode::Merge),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadMode::Truncate => "truncate",
+            LoadMode::Append => "append",
+            LoadMode::Merge => "merge",
+        }
+    }
+}
+
+/// Which warehouse, and how to reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WarehouseTarget {
+    /// An embedded DuckDB file (relative paths are under the project).
+    DuckDb {
+        path: PathBuf,
+    },
+    Postgres {
+        url: SecretUrl,
+    },
+    BigQuery(BigQueryConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BigQueryConfig {
+    /// The Google Cloud project that runs jobs and holds the datasets.
+    pub project: String,
+    /// Dataset location, e.g. `US` or `southamerica-east1`.
+    pub location: Option<String>,
+    /// A service-account key file; without it an access token is read from
+    /// `GOOGLE_OAUTH_ACCESS_TOKEN`.
+    pub credentials: Option<PathBuf>,
+    /// API root, for emulators (default `https://bigquery.googleapis.com`).
+    pub endpoint: Option<String>,
+    /// The `gs://` URI under which BigQuery sees the lake's root (default: the
+    /// lake URL, which must then be `gs://`).
+    pub lake_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarehouseConfig {
+    pub target: WarehouseTarget,
+    /// The schema (BigQuery: dataset) the loader writes raw tables into.
+    pub schema: String,
+    pub mode: LoadMode,
+    /// Add `_weir_run_id` and `_weir_loaded_at` to every loaded row.
+    pub lineage: bool,
+    pub max_bad_records: u64,
+    /// Tables loaded at once.
+    pub jobs: usize,
+}
+
+impl Default for WarehouseConfig {
+    fn default() -> Self {
+        WarehouseConfig {
+            target: WarehouseTarget::DuckDb {
+                path: PathBuf::from(DEFAULT_DUCKDB_FILE),
+            },
+            schema: "raw".to_owned(),
+            mode: LoadMode::Truncate,
+            lineage: false,
+            max_bad_records: 0,
+            jobs: DEFAULT_JOBS,
+        }
+    }
+}
+
+/// The embedded warehouse's file, under the project folder.
+pub const DEFAULT_DUCKDB_FILE: &str = "warehouse.duckdb";
 pub const DEFAULT_JOBS: usize = 4;
 /// zstd level 1, as pyarrow defaults to: on the Olist tables level 3 made files no
 /// smaller and string-heavy tables 20% slower to write.
@@ -237,7 +332,7 @@ impl Project {
                 node: &root,
                 path: "",
             },
-            &["name", "source", "lake"],
+            &["name", "source", "lake", "warehouse"],
         );
         let name = match top.get("name") {
             Some((n, p)) => r.string(At { node: n, path: p }).unwrap_or_default(),
@@ -265,12 +360,17 @@ impl Project {
             Some((n, p)) => read_lake(&mut r, At { node: n, path: p }),
             None => LakeConfig::default(),
         };
+        let warehouse = match top.get("warehouse") {
+            Some((n, p)) => read_warehouse(&mut r, At { node: n, path: p }),
+            None => WarehouseConfig::default(),
+        };
         if r.errors.is_empty() {
             Ok(Project {
                 dir: dir.to_path_buf(),
                 name,
                 source,
                 lake,
+                warehouse,
             })
         } else {
             r.errors
@@ -382,6 +482,8 @@ fn read_table(r: &mut Reader<'_>, at: At<'_>) -> Option<TableConfig> {
             "cursor_lookback",
             "chunk_by",
             "cast_to_text",
+            "load_mode",
+            "max_bad_records",
         ],
     );
     let mut t = TableConfig::default();
@@ -414,6 +516,12 @@ fn read_table(r: &mut Reader<'_>, at: At<'_>) -> Option<TableConfig> {
     }
     if let Some((n, p)) = get("cast_to_text") {
         t.cast_to_text = r.strings(At { node: n, path: p }).unwrap_or_default();
+    }
+    if let Some((n, p)) = get("load_mode") {
+        t.load_mode = read_mode(r, At { node: n, path: p });
+    }
+    if let Some((n, p)) = get("max_bad_records") {
+        t.max_bad_records = r.uint(At { node: n, path: p }, 0, u64::MAX >> 1);
     }
     Some(t)
 }
@@ -476,6 +584,117 @@ fn read_lake(r: &mut Reader<'_>, at: At<'_>) -> LakeConfig {
         }
     }
     lake
+}
+
+fn read_mode(r: &mut Reader<'_>, at: At<'_>) -> Option<LoadMode> {
+    r.choice(at, &["truncate", "append", "merge"])
+        .and_then(|m| LoadMode::parse(&m))
+}
+
+fn read_warehouse(r: &mut Reader<'_>, at: At<'_>) -> WarehouseConfig {
+    let mut wh = WarehouseConfig::default();
+    let m = r.mapping(
+        at,
+        &[
+            "duckdb",
+            "postgres",
+            "bigquery",
+            "schema",
+            "mode",
+            "lineage",
+            "max_bad_records",
+            "jobs",
+        ],
+    );
+    let kinds: Vec<&str> = ["duckdb", "postgres", "bigquery"]
+        .into_iter()
+        .filter(|k| m.contains_key(*k))
+        .collect();
+    if kinds.len() > 1 {
+        r.error(
+            at.node,
+            at.path,
+            format!(
+                "choose one warehouse, not {} (found: {})",
+                kinds.len(),
+                kinds.join(", ")
+            ),
+        );
+    }
+    if let Some((n, p)) = m.get("duckdb") {
+        let d = r.mapping(At { node: n, path: p }, &["path"]);
+        if let Some((n, p)) = d.get("path") {
+            if let Some(path) = r.string(At { node: n, path: p }) {
+                wh.target = WarehouseTarget::DuckDb {
+                    path: PathBuf::from(path),
+                };
+            }
+        }
+    } else if let Some((n, p)) = m.get("postgres") {
+        let pg = r.mapping(At { node: n, path: p }, &["url"]);
+        match pg.get("url") {
+            Some((n, p)) => {
+                if let Some(url) = r.string(At { node: n, path: p }) {
+                    wh.target = WarehouseTarget::Postgres {
+                        url: SecretUrl::new(url),
+                    };
+                }
+            }
+            None => r.error(n, p, "missing required key `url`"),
+        }
+    } else if let Some((n, p)) = m.get("bigquery") {
+        let bq = r.mapping(
+            At { node: n, path: p },
+            &["project", "location", "credentials", "endpoint", "lake_uri"],
+        );
+        let get = |r: &mut Reader<'_>, k: &str| {
+            bq.get(k)
+                .and_then(|(n, p)| r.string(At { node: n, path: p }))
+        };
+        let project = get(r, "project");
+        if project.is_none() && !bq.contains_key("project") {
+            r.error(n, p, "missing required key `project`");
+        }
+        let lake_uri = get(r, "lake_uri");
+        if let (Some(uri), Some((n, p))) = (&lake_uri, bq.get("lake_uri")) {
+            if !uri.starts_with("gs://") {
+                r.error(n, p, "`lake_uri` must start with gs://");
+            }
+        }
+        wh.target = WarehouseTarget::BigQuery(BigQueryConfig {
+            project: project.unwrap_or_default(),
+            location: get(r, "location"),
+            credentials: get(r, "credentials").map(PathBuf::from),
+            endpoint: get(r, "endpoint"),
+            lake_uri,
+        });
+    }
+    if let Some((n, p)) = m.get("schema") {
+        if let Some(s) = r.string(At { node: n, path: p }) {
+            if s.is_empty() {
+                r.error(n, p, "the schema name is empty");
+            } else {
+                wh.schema = s;
+            }
+        }
+    }
+    if let Some((n, p)) = m.get("mode") {
+        wh.mode = read_mode(r, At { node: n, path: p }).unwrap_or(wh.mode);
+    }
+    if let Some((n, p)) = m.get("lineage") {
+        wh.lineage = r.bool(At { node: n, path: p }).unwrap_or(false);
+    }
+    if let Some((n, p)) = m.get("max_bad_records") {
+        wh.max_bad_records = r
+            .uint(At { node: n, path: p }, 0, u64::MAX >> 1)
+            .unwrap_or(0);
+    }
+    if let Some((n, p)) = m.get("jobs") {
+        wh.jobs = r
+            .uint(At { node: n, path: p }, 1, 64)
+            .map_or(DEFAULT_JOBS, |v| v as usize);
+    }
+    wh
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ lake:
     row_group_size: 10
 "#,
         &[
-            "2:1 colour: unknown key `colour` (expected one of: name, source, lake)",
+            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse)",
             "5:10 source.postgres.url: environment variable `NOT_SET` is not set",
             "6:5 source.postgres.shema: unknown key `shema` (expected one of: url, schema)",
             "9:15 source.tables[0].cursor: expected a string, found a list",
@@ -150,4 +150,75 @@ fn secret_from_env_never_appears_in_errors() {
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("s3cr3t-pw"), "{shown}");
     assert!(shown.contains("source.jobs"), "{shown}");
+}
+
+#[test]
+fn warehouse_section_parses_and_defaults_to_duckdb() {
+    let p = load("name: x\n").unwrap();
+    assert_eq!(
+        p.warehouse.target,
+        WarehouseTarget::DuckDb {
+            path: PathBuf::from("warehouse.duckdb")
+        }
+    );
+    assert_eq!(p.warehouse.schema, "raw");
+    assert_eq!(p.warehouse.mode, LoadMode::Truncate);
+
+    let p = load(
+        r#"
+name: x
+source:
+  postgres: { url: "postgres://localhost/db" }
+  tables:
+    - { name: orders, load_mode: merge, max_bad_records: 10 }
+warehouse:
+  postgres: { url: "${SOURCE_DATABASE_URL}" }
+  schema: landing
+  mode: append
+  lineage: true
+  max_bad_records: 3
+  jobs: 2
+"#,
+    )
+    .unwrap();
+    let WarehouseTarget::Postgres { url } = &p.warehouse.target else {
+        panic!("{:?}", p.warehouse.target)
+    };
+    assert!(!format!("{url:?}").contains("s3cr3t-pw"));
+    assert_eq!(p.warehouse.schema, "landing");
+    assert_eq!(p.warehouse.mode, LoadMode::Append);
+    assert!(p.warehouse.lineage);
+    assert_eq!(p.warehouse.max_bad_records, 3);
+    assert_eq!(p.warehouse.jobs, 2);
+    let t = &p.source.unwrap().tables.tables[0];
+    assert_eq!(t.load_mode, Some(LoadMode::Merge));
+    assert_eq!(t.max_bad_records, Some(10));
+
+    let p = load(
+        "name: x\nwarehouse:\n  bigquery: { project: p1, location: US, lake_uri: gs://b/lake }\n",
+    )
+    .unwrap();
+    let WarehouseTarget::BigQuery(bq) = &p.warehouse.target else {
+        panic!()
+    };
+    assert_eq!(bq.project, "p1");
+    assert_eq!(bq.lake_uri.as_deref(), Some("gs://b/lake"));
+}
+
+#[test]
+fn warehouse_errors_name_line_and_key() {
+    check_errors(
+        r#"name: x
+warehouse:
+  duckdb: { path: a.duckdb }
+  postgres: { url: postgres://h/db }
+  mode: upsert
+  bigqery: {}
+"#,
+        &[
+            "3:3 warehouse: choose one warehouse, not 2 (found: duckdb, postgres)",
+            "5:9 warehouse.mode: `upsert` is not one of: truncate, append, merge",
+            "6:3 warehouse.bigqery: unknown key `bigqery` (expected one of: duckdb, postgres, bigquery, schema, mode, lineage, max_bad_records, jobs)",
+        ],
+    );
 }
