@@ -233,6 +233,9 @@ async fn every_type_round_trips_to_ndjson() {
     assert_eq!(r1["ai"], serde_json::json!([1, null, 3]));
     assert_eq!(r1["at"], serde_json::json!(["a", "", null]));
     assert_eq!(r1["j"], serde_json::json!(r#"{"a": [1, 2]}"#));
+    // non-finite floats are not turned into NULL (JSON numbers cannot hold them)
+    assert_eq!(r2["f4"], serde_json::json!("-Infinity"));
+    assert_eq!(r1["f8"], serde_json::json!(1.7976931348623157e308));
     // decimals are written as exact numbers, not floats
     let raw = std::fs::read_to_string(dir.path().join(&manifest.tables[0].files[0].path)).unwrap();
     assert!(

@@ -201,6 +201,13 @@ impl Lake {
             })?;
         let mut runs: Vec<String> = metas
             .iter()
+            // Only manifests themselves, not what loads keep beside them
+            // (`{run}.rejects/{table}.ndjson`).
+            .filter(|m| {
+                m.location
+                    .prefix_match(&prefix)
+                    .is_some_and(|rest| rest.count() == 1)
+            })
             .filter_map(|m| {
                 m.location
                     .filename()

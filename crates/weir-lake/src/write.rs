@@ -154,6 +154,7 @@ fn encode(
             ) -> Result<W, String> {
                 let mut jw = arrow::json::WriterBuilder::new()
                     .with_explicit_nulls(true)
+                    .with_encoder_factory(std::sync::Arc::new(FloatsKeepNonFinite))
                     .build::<_, arrow::json::writer::LineDelimited>(w);
                 while let Some(batch) = batches.blocking_recv() {
                     *rows += batch.num_rows() as u64;
@@ -236,5 +237,58 @@ pub async fn write_part(
             let _ = upload.abort().await;
             Err(e)
         }
+    }
+}
+
+/// JSON numbers cannot be NaN or ±infinity, and arrow-json writes them as
+/// `null`, which would turn a value into a NULL. Weir writes them as the
+/// strings `"NaN"`, `"Infinity"` and `"-Infinity"` (as BigQuery and most JSON
+/// readers accept), and finite values in Rust's shortest round-trip form.
+#[derive(Debug)]
+struct FloatsKeepNonFinite;
+
+struct FloatEncoder<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    &'a arrow::array::PrimitiveArray<T>,
+);
+
+impl<T> arrow::json::writer::Encoder for FloatEncoder<'_, T>
+where
+    T: arrow::datatypes::ArrowPrimitiveType,
+    T::Native: Into<f64> + std::fmt::Debug,
+{
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let v = self.0.value(idx);
+        let f: f64 = v.into();
+        if f.is_nan() {
+            out.extend_from_slice(b"\"NaN\"");
+        } else if f == f64::INFINITY {
+            out.extend_from_slice(b"\"Infinity\"");
+        } else if f == f64::NEG_INFINITY {
+            out.extend_from_slice(b"\"-Infinity\"");
+        } else {
+            // `{:?}` is exact and uses an exponent for very large or small values.
+            let _ = write!(out, "{v:?}");
+        }
+    }
+}
+
+impl arrow::json::writer::EncoderFactory for FloatsKeepNonFinite {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a arrow::datatypes::FieldRef,
+        array: &'a dyn arrow::array::Array,
+        _options: &'a arrow::json::writer::EncoderOptions,
+    ) -> Result<Option<arrow::json::writer::NullableEncoder<'a>>, arrow::error::ArrowError> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{DataType, Float32Type, Float64Type};
+        let encoder: Box<dyn arrow::json::writer::Encoder + 'a> = match array.data_type() {
+            DataType::Float32 => Box::new(FloatEncoder(array.as_primitive::<Float32Type>())),
+            DataType::Float64 => Box::new(FloatEncoder(array.as_primitive::<Float64Type>())),
+            _ => return Ok(None),
+        };
+        Ok(Some(arrow::json::writer::NullableEncoder::new(
+            encoder,
+            array.nulls().cloned(),
+        )))
     }
 }
