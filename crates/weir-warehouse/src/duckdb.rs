@@ -1,0 +1,294 @@
+//! The embedded warehouse: a DuckDB file in the project.
+//!
+//! DuckDB is synchronous, so every call runs on a blocking thread with its own
+//! connection cloned from the one opened at start (same database, separate
+//! transactions). Local Parquet files are read by DuckDB itself
+//! (`read_parquet`, in parallel); anything else (NDJSON, `gs://`/`s3://` lakes)
+//! is streamed through `object_store` as Arrow batches and inserted through
+//! DuckDB's Arrow table function — no extension is ever downloaded.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use duckdb::vtab::arrow::ArrowVTab;
+use duckdb::vtab::ArrowBatchRegistration;
+use duckdb::{Config, Connection};
+use weir_config::LakeFormat;
+
+use crate::read::{self, local_root};
+use crate::types::{LINEAGE_LOADED_AT, LINEAGE_RUN_ID};
+use crate::{
+    Column, Dialect, Publish, QueryResult, Result, StageOutcome, StageRequest, Warehouse,
+    WarehouseError,
+};
+
+pub struct DuckDb {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn sql_err(sql: &str, e: impl std::fmt::Display) -> WarehouseError {
+    WarehouseError::Sql {
+        sql: sql.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl DuckDb {
+    /// Open (creating if needed) a DuckDB file. Extensions are never
+    /// auto-installed: Parquet and JSON support is linked in.
+    pub fn open(path: &Path) -> Result<DuckDb> {
+        let open_err = |message: String| WarehouseError::Open {
+            target: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let config = Config::default()
+            .enable_autoload_extension(false)
+            .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+            .map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open_with_flags(path, config).map_err(|e| {
+            let m = e.to_string();
+            if m.contains("lock") {
+                open_err(format!(
+                    "the file is in use by another process (DuckDB allows one writer): {m}"
+                ))
+            } else {
+                open_err(m)
+            }
+        })?;
+        conn.register_table_function::<ArrowVTab>("arrow")
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(DuckDb {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on a blocking thread with a fresh connection to the database.
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = {
+            let base = self.conn.lock().map_err(|_| {
+                WarehouseError::Bug("a DuckDB call panicked while holding the connection".into())
+            })?;
+            base.try_clone().map_err(|e| WarehouseError::Connection {
+                message: e.to_string(),
+            })?
+        };
+        tokio::task::spawn_blocking(move || f(&conn))
+            .await
+            .map_err(|e| WarehouseError::Bug(format!("DuckDB task failed: {e}")))?
+    }
+}
+
+/// Run `statements` in one transaction, rolling back on the first error.
+fn transaction(conn: &Connection, statements: &[String]) -> Result<()> {
+    conn.execute_batch("BEGIN TRANSACTION")
+        .map_err(|e| sql_err("BEGIN TRANSACTION", e))?;
+    for s in statements {
+        if let Err(e) = conn.execute_batch(s) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sql_err(s, e));
+        }
+    }
+    conn.execute_batch("COMMIT")
+        .map_err(|e| sql_err("COMMIT", e))
+}
+
+/// The SELECT list that fills the staging table: the files' columns, then lineage values.
+fn select_list(req: &StageRequest<'_>) -> String {
+    let d = Dialect::DuckDb;
+    let mut out: Vec<String> = req
+        .arrow
+        .fields()
+        .iter()
+        .zip(req.columns)
+        .map(|(f, c)| {
+            let q = d.quote(f.name());
+            match c.data_type.as_str() {
+                "INTERVAL" => format!("{} AS {q}", iso_interval(&q)),
+                "INTERVAL[]" => format!("list_transform({q}, x -> {}) AS {q}", iso_interval("x")),
+                _ => q,
+            }
+        })
+        .collect();
+    if let Some(l) = req.lineage {
+        out.push(format!(
+            "{} AS {}",
+            d.literal(&l.run_id),
+            d.quote(LINEAGE_RUN_ID)
+        ));
+        out.push(format!(
+            "CAST({} AS TIMESTAMP WITH TIME ZONE) AS {}",
+            d.literal(&l.loaded_at),
+            d.quote(LINEAGE_LOADED_AT)
+        ));
+    }
+    out.join(", ")
+}
+
+/// DuckDB SQL turning the extractor's ISO 8601 durations (`P1Y-2M3DT4H5M6.789S`,
+/// each part signed) into an INTERVAL with the same months, days and
+/// microseconds (DuckDB's own cast does not read ISO 8601). Interval addition in
+/// DuckDB keeps the three parts apart, so nothing is normalised away.
+fn iso_interval(v: &str) -> String {
+    let part = |re: &str, ty: &str| {
+        format!("CAST(coalesce(nullif(regexp_extract({v}, '{re}', 1), ''), '0') AS {ty})")
+    };
+    format!(
+        "CASE WHEN {v} IS NULL THEN NULL ELSE \
+         to_months({years} * 12 + {months}) + to_days({days}) + \
+         to_microseconds(CAST({hours} * 3600000000 + {minutes} * 60000000 + {seconds} * 1000000 AS BIGINT)) END",
+        years = part(r"^P[^T]*?(-?\d+)Y", "INTEGER"),
+        months = part(r"^P[^T]*?(-?\d+)M", "INTEGER"),
+        days = part(r"^P[^T]*?(-?\d+)D", "INTEGER"),
+        hours = part(r"T.*?(-?\d+)H", "BIGINT"),
+        minutes = part(r"T.*?(-?\d+)M", "BIGINT"),
+        seconds = part(r"T.*?(-?[\d.]+)S", "DECIMAL(18,6)"),
+    )
+}
+
+#[async_trait]
+impl Warehouse for DuckDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::DuckDb
+    }
+
+    fn describe_target(&self) -> String {
+        format!("duckdb:{}", self.path.display())
+    }
+
+    async fn ensure_schema(&self, schema: &str) -> Result<()> {
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            Dialect::DuckDb.quote(schema)
+        );
+        self.execute(&sql).await
+    }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        let sql = sql.to_owned();
+        self.with_conn(move |c| c.execute_batch(&sql).map_err(|e| sql_err(&sql, e)))
+            .await
+    }
+
+    async fn query(&self, sql: &str) -> Result<QueryResult> {
+        let sql = sql.to_owned();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare(&sql).map_err(|e| sql_err(&sql, e))?;
+            let arrow = stmt.query_arrow([]).map_err(|e| sql_err(&sql, e))?;
+            let schema = arrow.get_schema();
+            let batches: Vec<RecordBatch> = arrow.collect();
+            Ok(QueryResult { schema, batches })
+        })
+        .await
+    }
+
+    async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {
+        let (schema, name) = (schema.to_owned(), name.to_owned());
+        self.with_conn(move |c| {
+            let sql = "SELECT column_name, data_type FROM information_schema.columns \
+                       WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position";
+            let mut stmt = c.prepare(sql).map_err(|e| sql_err(sql, e))?;
+            let cols: Vec<Column> = stmt
+                .query_map([&schema, &name], |r| {
+                    Ok(Column {
+                        name: r.get(0)?,
+                        data_type: r.get(1)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| sql_err(sql, e))?;
+            Ok((!cols.is_empty()).then_some(cols))
+        })
+        .await
+    }
+
+    async fn stage(&self, req: &StageRequest<'_>) -> Result<StageOutcome> {
+        let d = Dialect::DuckDb;
+        let staging = d.relation(req.schema, req.staging);
+        self.execute(&format!(
+            "CREATE TABLE {staging} ({})",
+            d.column_defs(req.columns)
+        ))
+        .await?;
+        let select = select_list(req);
+        let root = local_root(req.lake);
+        if let (LakeFormat::Parquet, Some(root)) = (req.format, root) {
+            // DuckDB reads local Parquet itself, in parallel: the fast path.
+            let files: Vec<String> = req
+                .table
+                .files
+                .iter()
+                .map(|f| d.literal(&root.join(&f.path).to_string_lossy()))
+                .collect();
+            if files.is_empty() {
+                return Ok(StageOutcome::default());
+            }
+            let sql = format!(
+                "INSERT INTO {staging} SELECT {select} FROM read_parquet([{}])",
+                files.join(", ")
+            );
+            let rows = self
+                .with_conn(move |c| c.execute(&sql, []).map_err(|e| sql_err(&sql, e)))
+                .await?;
+            return Ok(StageOutcome {
+                rows: rows as u64,
+                ..StageOutcome::default()
+            });
+        }
+        let (mut rx, reader) = read::spawn(
+            req.table.name.clone(),
+            req.lake.clone(),
+            req.format,
+            req.table.files.clone(),
+            req.arrow.clone(),
+            req.max_bad_records,
+        );
+        let sql = format!("INSERT INTO {staging} SELECT {select} FROM arrow(?)");
+        let conn = {
+            let base = self.conn.lock().map_err(|_| {
+                WarehouseError::Bug("a DuckDB call panicked while holding the connection".into())
+            })?;
+            base.try_clone().map_err(|e| WarehouseError::Connection {
+                message: e.to_string(),
+            })?
+        };
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut rows = 0u64;
+            while let Some(batch) = rx.blocking_recv() {
+                let reg = ArrowBatchRegistration::new(batch);
+                rows += conn.execute(&sql, [&reg]).map_err(|e| sql_err(&sql, e))? as u64;
+            }
+            Ok(rows)
+        });
+        let written = writer
+            .await
+            .map_err(|e| WarehouseError::Bug(format!("DuckDB writer failed: {e}")));
+        let report = reader
+            .await
+            .map_err(|e| WarehouseError::Bug(format!("lake reader failed: {e}")))??;
+        let rows = written??;
+        Ok(StageOutcome {
+            rows,
+            rejected: report.rejected,
+            rejected_count: report.rejected_count,
+        })
+    }
+
+    async fn publish(&self, p: &Publish<'_>) -> Result<()> {
+        let statements = Dialect::DuckDb.publish_statements(p);
+        self.with_conn(move |c| transaction(c, &statements)).await
+    }
+}

@@ -1,0 +1,234 @@
+//! Warehouses: the [`Warehouse`] trait, its DuckDB (embedded default),
+//! PostgreSQL and BigQuery adapters, and [`load`], which moves a lake run into
+//! a warehouse's raw schema.
+//!
+//! Loads are atomic: a table's files go into a staging relation
+//! (`_weir_stage_<table>`) and are then published in one step (rename, or one
+//! transaction of `INSERT`/`DELETE`), so a reader sees the old complete table or
+//! the new one. Types follow the Arrow schema the manifest records (see
+//! [`types`] for the table per warehouse).
+//!
+//! Invariants: this crate knows the lake (manifests, files) and warehouses, but
+//! nothing of PostgreSQL as a *source*, of dbt or of the command line. The
+//! trait is the API the transform engine and dashboards build on.
+
+mod bigquery;
+mod duckdb;
+mod load;
+mod pgcopy;
+mod postgres;
+mod read;
+pub mod sql;
+pub mod types;
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use weir_config::{LoadMode, WarehouseConfig, WarehouseTarget};
+
+pub use crate::bigquery::BigQuery;
+pub use crate::duckdb::DuckDb;
+pub use crate::postgres::Postgres;
+pub use load::{load, LoadOptions, LoadSummary, TableLoad};
+pub use sql::Dialect;
+
+/// Everything that can go wrong talking to a warehouse or loading into it.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("cannot open the warehouse {target}: {message}")]
+    Open { target: String, message: String },
+    /// A statement the warehouse refused.
+    #[error("{message}\n  in: {sql}")]
+    Sql { sql: String, message: String },
+    #[error("{message}")]
+    Connection { message: String },
+    /// The new data's type would not fit the existing column without loss.
+    #[error("table {table}: column {column} is {old} in the warehouse but {new} in the run; loading it would lose data (load with --mode truncate to replace the table)")]
+    TypeDrift {
+        table: String,
+        column: String,
+        old: String,
+        new: String,
+    },
+    #[error("table {table}: {message}")]
+    Load { table: String, message: String },
+    #[error("table {table}: {rejected} bad record(s), more than the {budget} allowed (max_bad_records); the first: {first}; all in {rejects}")]
+    BadRecords {
+        table: String,
+        rejected: u64,
+        budget: u64,
+        first: String,
+        rejects: String,
+    },
+    #[error("lake: {0}")]
+    Lake(#[from] weir_lake::LakeError),
+    #[error("BigQuery: {message}")]
+    BigQuery { message: String },
+    /// A bug in Weir, not in the user's data or settings.
+    #[error("internal error (a bug in Weir, please report it): {0}")]
+    Bug(String),
+}
+
+pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
+
+/// A column of a relation as the warehouse describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// The warehouse's own spelling of the type, e.g. `DECIMAL(12,2)`.
+    pub data_type: String,
+}
+
+/// Rows returned by [`Warehouse::query`].
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// What [`Warehouse::stage`] loads: one table of one run.
+#[derive(Debug, Clone)]
+pub struct StageRequest<'a> {
+    pub lake: &'a weir_lake::Lake,
+    pub format: weir_config::LakeFormat,
+    pub table: &'a weir_lake::TableEntry,
+    /// Arrow schema of the files (from the manifest).
+    pub arrow: SchemaRef,
+    pub schema: &'a str,
+    /// The staging table to create and fill (it does not exist).
+    pub staging: &'a str,
+    /// Target columns: the files' columns, then lineage columns if asked for.
+    pub columns: &'a [Column],
+    pub lineage: Option<&'a Lineage>,
+    pub max_bad_records: u64,
+}
+
+/// Values of the lineage columns for one load.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    pub run_id: String,
+    /// RFC 3339, UTC.
+    pub loaded_at: String,
+}
+
+/// A record that could not be read, kept for the rejects file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rejected {
+    /// Lake-relative path of the file.
+    pub file: String,
+    /// 1-based line in the (decompressed) file, when known.
+    pub line: Option<u64>,
+    pub reason: String,
+    /// The raw record, when the warehouse gives it back.
+    pub record: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StageOutcome {
+    pub rows: u64,
+    /// Bad records set aside (the first 10,000 are kept).
+    pub rejected: Vec<Rejected>,
+    /// All bad records.
+    pub rejected_count: u64,
+}
+
+/// How staged rows become the table.
+#[derive(Debug, Clone)]
+pub struct Publish<'a> {
+    pub schema: &'a str,
+    pub staging: &'a str,
+    pub table: &'a str,
+    pub mode: LoadMode,
+    /// Whether the target exists (as described before staging).
+    pub exists: bool,
+    /// Columns of the staged data, in order.
+    pub columns: &'a [Column],
+    /// Columns to add to an existing table first (append/merge).
+    pub add: &'a [Column],
+    /// Columns to widen first (name, new type) — lossless changes only.
+    pub widen: &'a [Column],
+    pub primary_key: &'a [String],
+}
+
+/// A warehouse: where loads land and models run.
+///
+/// Methods are async; the embedded DuckDB runs its work on blocking threads.
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    fn dialect(&self) -> Dialect;
+
+    /// For people and logs (never carries a password).
+    fn describe_target(&self) -> String;
+
+    /// Create a schema (BigQuery: dataset) if it is missing.
+    async fn ensure_schema(&self, schema: &str) -> Result<()>;
+
+    /// Run statements that return no rows.
+    async fn execute(&self, sql: &str) -> Result<()>;
+
+    /// Run a query and collect its rows as Arrow batches.
+    async fn query(&self, sql: &str) -> Result<QueryResult>;
+
+    /// Columns of `schema.name`, or `None` if there is no such table or view.
+    async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>>;
+
+    /// Create `req.staging` with `req.columns` and fill it from the run's files.
+    async fn stage(&self, req: &StageRequest<'_>) -> Result<StageOutcome>;
+
+    /// Atomically make the staged rows the table's contents (per `mode`) and
+    /// drop the staging table.
+    async fn publish(&self, p: &Publish<'_>) -> Result<()>;
+
+    /// Drop a table if it exists.
+    async fn drop_table(&self, schema: &str, name: &str) -> Result<()> {
+        let d = self.dialect();
+        self.execute(&format!(
+            "DROP TABLE IF EXISTS {}",
+            d.relation(schema, name)
+        ))
+        .await
+    }
+}
+
+/// Open the warehouse a project's settings name. Relative DuckDB paths are
+/// taken from `project_dir`.
+pub async fn open(
+    config: &WarehouseConfig,
+    project_dir: &Path,
+    lake_url: &str,
+) -> Result<Box<dyn Warehouse>> {
+    Ok(match &config.target {
+        WarehouseTarget::DuckDb { path } => {
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                project_dir.join(path)
+            };
+            Box::new(DuckDb::open(&path)?)
+        }
+        WarehouseTarget::Postgres { url } => Box::new(Postgres::connect(url).await?),
+        WarehouseTarget::BigQuery(bq) => Box::new(BigQuery::new(bq, lake_url).await?),
+    })
+}
+
+/// Parse a `--warehouse` argument: a `postgres://` URL, or a DuckDB file path
+/// (`duckdb:` prefix optional).
+pub fn target_from_arg(arg: &str) -> WarehouseTarget {
+    if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+        WarehouseTarget::Postgres {
+            url: weir_config::SecretUrl::new(arg.to_owned()),
+        }
+    } else {
+        let path = arg.strip_prefix("duckdb://").unwrap_or(arg);
+        let path = path.strip_prefix("duckdb:").unwrap_or(path);
+        WarehouseTarget::DuckDb { path: path.into() }
+    }
+}

@@ -1,0 +1,330 @@
+//! PostgreSQL as a warehouse: batches go in with binary `COPY FROM STDIN`.
+//!
+//! Staging happens in one transaction (create + copy), so a failed stage
+//! leaves nothing behind. Publishing a full replacement drops the old table and
+//! renames the staged one; when views depend on the table (dbt models over raw
+//! tables do), PostgreSQL refuses the drop, and the rows are instead swapped
+//! with `TRUNCATE` + `INSERT` in one transaction, which keeps the views.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::SinkExt;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use weir_config::{LoadMode, SecretUrl};
+
+use crate::pgcopy::{self, Enc};
+use crate::{
+    read, Column, Dialect, Publish, QueryResult, Result, StageOutcome, StageRequest, Warehouse,
+    WarehouseError,
+};
+
+pub struct Postgres {
+    url: SecretUrl,
+    client: Client,
+}
+
+/// A PostgreSQL error as the server put it (message, detail, hint).
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = db.message().to_owned();
+            if let Some(d) = db.detail() {
+                m.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                m.push_str(&format!(" hint: {h}"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
+}
+
+fn sql_err(sql: &str, e: &tokio_postgres::Error) -> WarehouseError {
+    WarehouseError::Sql {
+        sql: sql.to_owned(),
+        message: pg_message(e),
+    }
+}
+
+async fn connect(url: &SecretUrl) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url.expose(), NoTls)
+        .await
+        .map_err(|e| WarehouseError::Open {
+            target: url.redacted().to_owned(),
+            message: pg_message(&e),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("warehouse connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl Postgres {
+    pub async fn connect(url: &SecretUrl) -> Result<Postgres> {
+        Ok(Postgres {
+            url: url.clone(),
+            client: connect(url).await?,
+        })
+    }
+}
+
+/// Microseconds since 2000-01-01 for an RFC 3339 time (lineage values).
+fn pg_timestamp(rfc3339: &str) -> Result<Vec<u8>> {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map_err(|e| WarehouseError::Bug(format!("lineage time {rfc3339}: {e}")))?;
+    Ok((t.timestamp_micros() - 946_684_800_000_000)
+        .to_be_bytes()
+        .to_vec())
+}
+
+async fn run_all(
+    client: &mut Client,
+    statements: &[String],
+) -> Result<(), (String, tokio_postgres::Error)> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| ("BEGIN".to_owned(), e))?;
+    for s in statements {
+        tx.batch_execute(s).await.map_err(|e| (s.clone(), e))?;
+    }
+    tx.commit().await.map_err(|e| ("COMMIT".to_owned(), e))
+}
+
+#[async_trait]
+impl Warehouse for Postgres {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn describe_target(&self) -> String {
+        self.url.redacted().to_owned()
+    }
+
+    async fn ensure_schema(&self, schema: &str) -> Result<()> {
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            Dialect::Postgres.quote(schema)
+        );
+        match self.client.batch_execute(&sql).await {
+            Ok(()) => Ok(()),
+            // Two loads creating the schema at once: the other one won.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(()),
+            Err(e) => Err(sql_err(&sql, &e)),
+        }
+    }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| sql_err(sql, &e))
+    }
+
+    /// Rows come back typed for integers, floats and booleans, and as
+    /// PostgreSQL's own text for everything else.
+    async fn query(&self, sql: &str) -> Result<QueryResult> {
+        let types: Option<Vec<Type>> = self
+            .client
+            .prepare(sql)
+            .await
+            .ok()
+            .map(|s| s.columns().iter().map(|c| c.type_().clone()).collect());
+        let messages = self
+            .client
+            .simple_query(sql)
+            .await
+            .map_err(|e| sql_err(sql, &e))?;
+        let mut names: Vec<String> = Vec::new();
+        let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+        for m in messages {
+            match m {
+                SimpleQueryMessage::RowDescription(cols) => {
+                    names = cols.iter().map(|c| c.name().to_owned()).collect();
+                    rows.clear();
+                }
+                SimpleQueryMessage::Row(r) => {
+                    if names.is_empty() {
+                        names = r.columns().iter().map(|c| c.name().to_owned()).collect();
+                    }
+                    rows.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+                }
+                _ => {}
+            }
+        }
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let ty = types.as_ref().and_then(|t| t.get(i));
+            let cells = rows.iter().map(|r| r[i].as_deref());
+            let (dt, array): (DataType, ArrayRef) = match ty {
+                Some(t) if [Type::INT2, Type::INT4, Type::INT8].contains(t) => (
+                    DataType::Int64,
+                    Arc::new(
+                        cells
+                            .map(|c| c.and_then(|v| v.parse().ok()))
+                            .collect::<Int64Array>(),
+                    ),
+                ),
+                Some(t) if [Type::FLOAT4, Type::FLOAT8].contains(t) => (
+                    DataType::Float64,
+                    Arc::new(
+                        cells
+                            .map(|c| c.and_then(|v| v.parse().ok()))
+                            .collect::<Float64Array>(),
+                    ),
+                ),
+                Some(&Type::BOOL) => (
+                    DataType::Boolean,
+                    Arc::new(cells.map(|c| c.map(|v| v == "t")).collect::<BooleanArray>()),
+                ),
+                _ => (DataType::Utf8, Arc::new(cells.collect::<StringArray>())),
+            };
+            fields.push(Field::new(name, dt, true));
+            arrays.push(array);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batches = if arrays.is_empty() {
+            Vec::new()
+        } else {
+            vec![RecordBatch::try_new(schema.clone(), arrays)
+                .map_err(|e| WarehouseError::Bug(e.to_string()))?]
+        };
+        Ok(QueryResult { schema, batches })
+    }
+
+    async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {
+        let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+                   ORDER BY a.attnum";
+        let rows = self
+            .client
+            .query(sql, &[&schema, &name])
+            .await
+            .map_err(|e| sql_err(sql, &e))?;
+        let cols: Vec<Column> = rows
+            .iter()
+            .map(|r| Column {
+                name: r.get(0),
+                data_type: r.get(1),
+            })
+            .collect();
+        Ok((!cols.is_empty()).then_some(cols))
+    }
+
+    async fn stage(&self, req: &StageRequest<'_>) -> Result<StageOutcome> {
+        let d = Dialect::Postgres;
+        let table = req.table.name.as_str();
+        let load_err = |message: String| WarehouseError::Load {
+            table: table.to_owned(),
+            message,
+        };
+        let encs: Vec<Enc> = req
+            .arrow
+            .fields()
+            .iter()
+            .zip(req.columns)
+            .map(|(f, c)| {
+                Enc::for_column(f.data_type(), &c.data_type)
+                    .map_err(|e| load_err(format!("column {}: {e}", f.name())))
+            })
+            .collect::<Result<_>>()?;
+        let extra = match req.lineage {
+            Some(l) => vec![l.run_id.as_bytes().to_vec(), pg_timestamp(&l.loaded_at)?],
+            None => Vec::new(),
+        };
+        let mut client = connect(&self.url).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| sql_err("BEGIN", &e))?;
+        let staging = d.relation(req.schema, req.staging);
+        let create = format!("CREATE TABLE {staging} ({})", d.column_defs(req.columns));
+        tx.batch_execute(&create)
+            .await
+            .map_err(|e| sql_err(&create, &e))?;
+        let copy = format!("COPY {staging} FROM STDIN (FORMAT binary)");
+        let sink = tx.copy_in(&copy).await.map_err(|e| sql_err(&copy, &e))?;
+        let mut sink = Box::pin(sink);
+        let (mut rx, reader) = read::spawn(
+            table.to_owned(),
+            req.lake.clone(),
+            req.format,
+            req.table.files.clone(),
+            req.arrow.clone(),
+            req.max_bad_records,
+        );
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        buf.extend_from_slice(pgcopy::HEADER);
+        let mut failure = None;
+        while let Some(batch) = rx.recv().await {
+            if let Err(e) = pgcopy::encode_batch(&batch, &encs, &extra, &mut buf) {
+                failure = Some(load_err(e));
+                break;
+            }
+            if let Err(e) = sink.send(buf.split().freeze()).await {
+                failure = Some(sql_err(&copy, &e));
+                break;
+            }
+        }
+        drop(rx);
+        let report = reader
+            .await
+            .map_err(|e| WarehouseError::Bug(format!("lake reader failed: {e}")))?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let report = report?;
+        buf.extend_from_slice(pgcopy::TRAILER);
+        sink.send(buf.split().freeze())
+            .await
+            .map_err(|e| sql_err(&copy, &e))?;
+        let rows = sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| sql_err(&copy, &e))?;
+        tx.commit().await.map_err(|e| sql_err("COMMIT", &e))?;
+        Ok(StageOutcome {
+            rows,
+            rejected: report.rejected,
+            rejected_count: report.rejected_count,
+        })
+    }
+
+    async fn publish(&self, p: &Publish<'_>) -> Result<()> {
+        let d = Dialect::Postgres;
+        let mut client = connect(&self.url).await?;
+        let statements = d.publish_statements(p);
+        match run_all(&mut client, &statements).await {
+            Ok(()) => Ok(()),
+            Err((_, e))
+                if p.exists
+                    && p.mode == LoadMode::Truncate
+                    && e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) =>
+            {
+                // Views depend on the table: keep the table, swap its rows.
+                let mut statements = vec![format!("TRUNCATE {}", d.relation(p.schema, p.table))];
+                statements.extend(d.publish_statements(&Publish {
+                    mode: LoadMode::Append,
+                    ..p.clone()
+                }));
+                run_all(&mut client, &statements)
+                    .await
+                    .map_err(|(sql, e)| sql_err(&sql, &e))
+            }
+            Err((sql, e)) => Err(sql_err(&sql, &e)),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Shared helpers for warehouse tests: extract a test database into a
+//! temporary lake, open warehouses, load, and read results back as text.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use weir_config::{Compression, LakeFormat, LoadMode, SecretUrl, TableSelection};
+use weir_extract::{extract, ExtractOptions, Quiet};
+use weir_lake::{Lake, Manifest, WriteOptions};
+use weir_testkit::TestDb;
+use weir_warehouse::{DuckDb, LoadOptions, LoadSummary, Postgres, Warehouse};
+
+/// Extract every table of `url`'s public schema into `lake_dir` (project `test`).
+pub async fn extract_to(url: &str, lake_dir: &Path, format: LakeFormat) -> (Manifest, Lake) {
+    let lake = Lake::open(&lake_dir.display().to_string(), lake_dir, "test").unwrap();
+    let opts = ExtractOptions {
+        project: "test".to_owned(),
+        source_url: SecretUrl::new(url),
+        schema: "public".to_owned(),
+        tables: TableSelection {
+            all: true,
+            tables: vec![],
+            exclude: vec![],
+        },
+        only: None,
+        jobs: 2,
+        chunk_bytes: 256 << 20,
+        write: WriteOptions {
+            format,
+            parquet_compression: Compression::Zstd(1),
+            parquet_row_group_rows: 8192,
+            ndjson_gzip: false,
+        },
+    };
+    let summary = extract(&lake, &opts, &Quiet).await.unwrap();
+    let manifest = lake.read_manifest(&summary.run_id).await.unwrap();
+    (manifest, lake)
+}
+
+pub fn duckdb(dir: &Path) -> DuckDb {
+    DuckDb::open(&dir.join("warehouse.duckdb")).unwrap()
+}
+
+pub async fn postgres(db: &TestDb) -> Postgres {
+    Postgres::connect(&SecretUrl::new(db.url())).await.unwrap()
+}
+
+pub fn opts(run: &str, mode: LoadMode) -> LoadOptions {
+    LoadOptions {
+        run: Some(run.to_owned()),
+        mode: Some(mode),
+        ..LoadOptions::default()
+    }
+}
+
+/// Load and insist every table succeeded.
+pub async fn load_ok(wh: &dyn Warehouse, lake: &Lake, opts: &LoadOptions) -> LoadSummary {
+    let s = weir_warehouse::load(wh, lake, opts).await.unwrap();
+    for t in &s.tables {
+        assert!(t.error.is_none(), "table {} failed: {:?}", t.name, t.error);
+    }
+    s
+}
+
+/// A query's rows as display text (`NULL` for nulls).
+pub async fn rows(wh: &dyn Warehouse, sql: &str) -> Vec<Vec<String>> {
+    let r = wh.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    let opts = FormatOptions::default().with_null("NULL");
+    for b in &r.batches {
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(fmts.iter().map(|f| f.value(i).to_string()).collect());
+        }
+    }
+    out
+}
+
+/// One value (first row, first column) as text.
+pub async fn scalar(wh: &dyn Warehouse, sql: &str) -> String {
+    rows(wh, sql).await.remove(0).remove(0)
+}
+
+/// Tables in a schema whose name starts with `_weir_stage_` (leftovers).
+pub async fn leftovers(wh: &dyn Warehouse) -> Vec<Vec<String>> {
+    rows(
+        wh,
+        "SELECT table_name FROM information_schema.tables WHERE table_name LIKE '\\_weir\\_stage\\_%' ESCAPE '\\'",
+    )
+    .await
+}
