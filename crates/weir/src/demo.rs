@@ -1,4 +1,5 @@
-//! `weir demo`: private PostgreSQL → Olist sample data → lake, with timings.
+//! `weir demo`: private PostgreSQL → Olist sample data → lake → warehouse,
+//! with timings and a few answers read back from the warehouse.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,6 +11,7 @@ use weir_source::cluster::PrivateCluster;
 use weir_source::olist::{generate_into_postgres, GenerateOptions};
 
 use crate::extract::{extract_with_progress, load_project, options, print_summary, ExtractArgs};
+use crate::load::{load_run, open_warehouse, print_load_summary, write_result};
 use crate::{usage, Failure};
 
 #[derive(Args)]
@@ -124,6 +126,69 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         t,
     );
     print_summary(&summary);
+
+    // 4. Load the run into the warehouse (embedded DuckDB by default).
+    let t = Instant::now();
+    let loaded = load_run(
+        &dir,
+        project.as_ref(),
+        &opts.project,
+        None,
+        &summary.run_id,
+        None,
+        None,
+    )
+    .await?;
+    step(
+        &format!(
+            "loaded {} tables into {}",
+            loaded.tables.len(),
+            loaded.warehouse
+        ),
+        t,
+    );
+    print_load_summary(&loaded);
+    if loaded.failed() > 0 {
+        return Err(anyhow!("{} table(s) failed to load", loaded.failed()).into());
+    }
+
+    // 5. Answers, straight from the warehouse's raw tables.
+    let wh = open_warehouse(&dir, project.as_ref(), None).await?;
+    let d = wh.dialect();
+    let raw = |t: &str| d.relation(&loaded.schema, t);
+    let questions = [
+        (
+            "Orders per customer state (top 5)",
+            format!(
+                "SELECT c.customer_state AS state, count(*) AS orders \
+                 FROM {} o JOIN {} c ON c.customer_id = o.customer_id \
+                 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
+                raw("olist_orders"),
+                raw("olist_customers")
+            ),
+        ),
+        (
+            "Top categories by sales (sum of item price)",
+            format!(
+                "SELECT coalesce(t.product_category_name_english, p.product_category_name) AS category, \
+                 round(sum(i.price), 2) AS sales \
+                 FROM {} i JOIN {} p ON p.product_id = i.product_id \
+                 LEFT JOIN {} t ON t.product_category_name = p.product_category_name \
+                 GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+                raw("olist_order_items"),
+                raw("olist_products"),
+                raw("product_category_name_translation")
+            ),
+        ),
+    ];
+    let mut out = std::io::stdout().lock();
+    for (title, sql) in questions {
+        let result = wh.query(&sql).await?;
+        use std::io::Write;
+        writeln!(out, "\n{title}:")?;
+        write_result(&mut out, &result, "table")?;
+    }
+    drop(out);
 
     drop(client);
     if let Some(mut c) = cluster {

@@ -5,6 +5,7 @@
 
 mod demo;
 mod extract;
+mod load;
 mod progress;
 mod source;
 
@@ -33,6 +34,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Extract PostgreSQL tables to the lake (Parquet or NDJSON) from one snapshot.
     Extract(extract::ExtractArgs),
+    /// Load an extract run from the lake into the warehouse's raw schema.
+    Load(load::LoadArgs),
+    /// Run SQL on the project's warehouse and print the result.
+    Query(load::QueryArgs),
     /// Put data into a PostgreSQL source: generated Olist data or CSV files.
     Source {
         #[command(subcommand)]
@@ -91,6 +96,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Extract(args) => extract::run(args).await,
             Command::Source { command } => source::run(command).await,
+            Command::Load(args) => load::run(args).await,
+            Command::Query(args) => load::query(args).await,
         }
     });
     match result {

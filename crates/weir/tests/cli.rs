@@ -273,3 +273,135 @@ async fn source_commands_read_the_project_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--url"), "{}", text(&out));
 }
+
+fn weir_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.args(args).current_dir(dir).env_remove("WEIR_SOURCE_URL");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run weir")
+}
+
+#[tokio::test]
+async fn extract_load_query_into_the_embedded_duckdb() {
+    let db = TestDb::new().await;
+    let dir = temp_dir();
+    let out = weir(
+        &["source", "generate", "--url", &db.url(), "--scale", "0.02"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        "name: shop\nsource:\n  postgres: { url: \"${SHOP_DB}\" }\n  tables: [olist_orders, olist_customers]\n\
+         lake:\n  format: ndjson\n  ndjson: { gzip: true }\nwarehouse:\n  schema: landing\n  lineage: true\n",
+    )
+    .unwrap();
+    let env = [("SHOP_DB", db.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = weir_env(&["extract"], dir.path(), &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = weir_env(&["load", "--json"], dir.path(), &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orders = summary["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "olist_orders")
+        .unwrap();
+    assert_eq!(orders["rows_loaded"], 1991, "{summary}");
+    assert_eq!(orders["rows_rejected"], 0);
+    assert!(orders["seconds"].as_f64().unwrap() >= 0.0);
+    assert!(dir.path().join("warehouse.duckdb").exists());
+
+    let sql =
+        "SELECT count(*) AS orders, count(DISTINCT _weir_run_id) AS runs FROM landing.olist_orders";
+    let out = weir_env(&["query", sql, "--format", "csv"], dir.path(), &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "orders,runs\n1991,1\n"
+    );
+    let out = weir_env(&["query", sql, "--format", "json"], dir.path(), &env);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows, serde_json::json!([{"orders": 1991, "runs": 1}]));
+    let out = weir_env(&["query", sql, "--format", "table"], dir.path(), &env);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("| orders | runs |") && shown.contains("(1 rows)"),
+        "{shown}"
+    );
+
+    // A bad query fails with DuckDB's message; an unknown table is a usage error.
+    let out = weir_env(
+        &["query", "SELECT nope FROM landing.olist_orders"],
+        dir.path(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("nope"), "{}", text(&out));
+    let out = weir_env(&["load", "--tables", "olist_sellers"], dir.path(), &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("olist_sellers"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn load_into_postgres_never_shows_the_password() {
+    let src = TestDb::new().await;
+    let wh = TestDb::new().await;
+    let dir = temp_dir();
+    let out = weir(
+        &["source", "generate", "--url", &src.url(), "--scale", "0.01"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let secret = "Qq-warehouse-pw-7";
+    let wh_url = wh
+        .url()
+        .replace("postgres@", &format!("postgres:{secret}@"));
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        "name: shop\nsource:\n  postgres: { url: \"${SHOP_DB}\" }\n  tables: [olist_sellers]\n\
+         warehouse:\n  postgres: { url: \"${WH_URL}\" }\n  mode: merge\n",
+    )
+    .unwrap();
+    let env = [("SHOP_DB", src.url()), ("WH_URL", wh_url.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert!(weir_env(&["extract"], dir.path(), &env).status.success());
+    let out = weir_env(&["load", "--log", "debug"], dir.path(), &env);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("postgres:***@"), "{all}");
+    assert!(!all.contains(secret), "the password leaked: {all}");
+    let out = weir_env(
+        &[
+            "query",
+            "SELECT count(*) FROM raw.olist_sellers",
+            "--format",
+            "csv",
+        ],
+        dir.path(),
+        &env,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "count\n45\n",
+        "{}",
+        text(&out)
+    );
+    // A wrong password-free host is an error that names the redacted target, not the secret.
+    let bad = wh_url.replace(&wh.name, "no_such_db");
+    let out = weir_env(&["load", "--warehouse", &bad], dir.path(), &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains(secret), "{}", text(&out));
+    for f in files_under(dir.path()) {
+        let content = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&content).contains(secret),
+            "{}",
+            f.display()
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! `weir load` and `weir query`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use clap::Args;
+use weir_config::{LoadMode, Project, WarehouseConfig};
+use weir_lake::Lake;
+use weir_warehouse::{LoadOptions, LoadSummary, Warehouse, WarehouseError};
+
+use crate::extract::{load_project, project_name};
+use crate::{project_dir, usage, Failure};
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Project folder holding weir.yml (default: the current folder).
+    #[arg(short = 'p', long = "project-dir")]
+    pub project: Option<PathBuf>,
+    /// The extract run to load: a run id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub run: String,
+    /// Only these tables (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// A DuckDB file or a postgres:// URL; overrides `warehouse:`.
+    #[arg(long, env = "WEIR_WAREHOUSE", hide_env_values = true)]
+    pub warehouse: Option<String>,
+    /// How every table is written; overrides `warehouse.mode` and per-table `load_mode`.
+    #[arg(long, value_parser = ["truncate", "append", "merge"])]
+    pub mode: Option<String>,
+    /// Print a JSON summary on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The warehouse settings: weir.yml's, with `--warehouse` taking precedence.
+pub fn warehouse_config(project: Option<&Project>, arg: Option<&str>) -> WarehouseConfig {
+    let mut cfg = project.map(|p| p.warehouse.clone()).unwrap_or_default();
+    if let Some(a) = arg {
+        cfg.target = weir_warehouse::target_from_arg(a);
+    }
+    cfg
+}
+
+pub async fn open_warehouse(
+    dir: &Path,
+    project: Option<&Project>,
+    arg: Option<&str>,
+) -> Result<Box<dyn Warehouse>, Failure> {
+    let cfg = warehouse_config(project, arg);
+    let lake_url = project.map_or_else(|| "file://./lake".to_owned(), |p| p.lake.url.clone());
+    weir_warehouse::open(&cfg, dir, &lake_url)
+        .await
+        .map_err(|e| match e {
+            WarehouseError::Open { .. } => usage(e),
+            e => Failure::from(e),
+        })
+}
+
+/// Load options from weir.yml and the flags.
+pub fn load_options(
+    project: Option<&Project>,
+    cfg: &WarehouseConfig,
+    run: &str,
+    tables: Option<Vec<String>>,
+    mode: Option<&str>,
+) -> LoadOptions {
+    let mut table_modes = HashMap::new();
+    let mut table_max_bad_records = HashMap::new();
+    if let Some(src) = project.and_then(|p| p.source.as_ref()) {
+        for t in &src.tables.tables {
+            if let Some(m) = t.load_mode {
+                table_modes.insert(t.name.clone(), m);
+            }
+            if let Some(b) = t.max_bad_records {
+                table_max_bad_records.insert(t.name.clone(), b);
+            }
+        }
+    }
+    LoadOptions {
+        run: Some(run.to_owned()),
+        tables,
+        mode: mode.and_then(LoadMode::parse),
+        default_mode: cfg.mode,
+        table_modes,
+        schema: cfg.schema.clone(),
+        lineage: cfg.lineage,
+        max_bad_records: cfg.max_bad_records,
+        table_max_bad_records,
+        jobs: cfg.jobs,
+    }
+}
+
+/// Open the lake and warehouse of a project and load a run.
+pub async fn load_run(
+    dir: &Path,
+    project: Option<&Project>,
+    name: &str,
+    warehouse: Option<&str>,
+    run: &str,
+    tables: Option<Vec<String>>,
+    mode: Option<&str>,
+) -> Result<LoadSummary, Failure> {
+    let cfg = warehouse_config(project, warehouse);
+    let lake_url = project.map_or_else(|| "file://./lake".to_owned(), |p| p.lake.url.clone());
+    let lake = Lake::open(&lake_url, dir, name).map_err(usage)?;
+    let wh = open_warehouse(dir, project, warehouse).await?;
+    let opts = load_options(project, &cfg, run, tables, mode);
+    weir_warehouse::load(wh.as_ref(), &lake, &opts)
+        .await
+        .map_err(|e| match e {
+            WarehouseError::Load { .. } => usage(e),
+            e => Failure::from(e),
+        })
+}
+
+pub fn print_load_summary(s: &LoadSummary) {
+    let rows: u64 = s.tables.iter().map(|t| t.rows).sum();
+    println!(
+        "loaded {rows} rows into {} schema {} in {:.2}s (run {})",
+        s.warehouse, s.schema, s.seconds, s.run_id
+    );
+    for t in &s.tables {
+        match &t.error {
+            None => println!(
+                "  {:<36} {:>10} rows {:>6} rejected  {:<8} {:>7.2}s",
+                t.name,
+                t.rows,
+                t.rejected,
+                t.mode.as_str(),
+                t.seconds
+            ),
+            Some(e) => println!("  {:<36} FAILED: {e}", t.name),
+        }
+        if let Some(f) = &t.rejects_file {
+            println!("  {:<36} bad records: {f}", "");
+        }
+    }
+}
+
+pub fn summary_json(s: &LoadSummary) -> serde_json::Value {
+    serde_json::json!({
+        "run_id": s.run_id,
+        "warehouse": s.warehouse,
+        "schema": s.schema,
+        "seconds": s.seconds,
+        "tables": s.tables.iter().map(|t| serde_json::json!({
+            "name": t.name,
+            "mode": t.mode.as_str(),
+            "rows_loaded": t.rows,
+            "rows_rejected": t.rejected,
+            "seconds": t.seconds,
+            "rejects_file": t.rejects_file,
+            "error": t.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn run(args: LoadArgs) -> Result<(), Failure> {
+    let dir = project_dir(&args.project);
+    let project = load_project(&dir)?;
+    let summary = load_run(
+        &dir,
+        project.as_ref(),
+        &project_name(&dir, project.as_ref()),
+        args.warehouse.as_deref(),
+        &args.run,
+        args.tables.clone(),
+        args.mode.as_deref(),
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+    } else {
+        print_load_summary(&summary);
+    }
+    match summary.failed() {
+        0 => Ok(()),
+        n => Err(
+            anyhow!("{n} table(s) failed to load; their previous contents are untouched").into(),
+        ),
+    }
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// Project folder holding weir.yml (default: the current folder).
+    #[arg(short = 'p', long = "project-dir")]
+    pub project: Option<PathBuf>,
+    /// The SQL to run on the warehouse.
+    pub sql: String,
+    /// Output format (default: an aligned table on a terminal, csv otherwise).
+    #[arg(long, value_parser = ["table", "csv", "json"])]
+    pub format: Option<String>,
+    /// A DuckDB file or a postgres:// URL; overrides `warehouse:`.
+    #[arg(long, env = "WEIR_WAREHOUSE", hide_env_values = true)]
+    pub warehouse: Option<String>,
+}
+
+pub async fn query(args: QueryArgs) -> Result<(), Failure> {
+    let dir = project_dir(&args.project);
+    let project = load_project(&dir)?;
+    let wh = open_warehouse(&dir, project.as_ref(), args.warehouse.as_deref()).await?;
+    let result = wh.query(&args.sql).await?;
+    let format = args.format.unwrap_or_else(|| {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            "table".to_owned()
+        } else {
+            "csv".to_owned()
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    write_result(&mut out, &result, &format)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Print query results as an aligned table, CSV (header row, empty for NULL) or a JSON array.
+pub fn write_result(
+    out: &mut impl Write,
+    result: &weir_warehouse::QueryResult,
+    format: &str,
+) -> Result<(), Failure> {
+    match format {
+        "json" => {
+            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            for b in &result.batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            if result.batches.iter().all(|b| b.num_rows() == 0) {
+                out.write_all(b"[]")?;
+            }
+            writeln!(out)?;
+        }
+        "csv" => {
+            let mut w = csv::Writer::from_writer(&mut *out);
+            w.write_record(result.schema.fields().iter().map(|f| f.name()))?;
+            let opts = FormatOptions::default();
+            for b in &result.batches {
+                let fmts: Vec<ArrayFormatter> = b
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+                    .collect::<Result<_, _>>()?;
+                for row in 0..b.num_rows() {
+                    w.write_record(fmts.iter().map(|f| f.value(row).to_string()))?;
+                }
+            }
+            w.flush()?;
+        }
+        _ => {
+            if result.batches.is_empty() {
+                let names: Vec<&str> = result
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                writeln!(out, "{}\n(0 rows)", names.join(" | "))?;
+            } else {
+                let table = arrow::util::pretty::pretty_format_batches(&result.batches)?;
+                writeln!(out, "{table}")?;
+                writeln!(out, "({} rows)", result.num_rows())?;
+            }
+        }
+    }
+    Ok(())
+}
