@@ -40,7 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let reader = match manifest.format.as_str() {
             "parquet" => format!("read_parquet([{}])", files.join(", ")),
-            _ => format!("read_json([{}], format = 'newline_delimited')", files.join(", ")),
+            _ => format!(
+                "read_json([{}], format = 'newline_delimited')",
+                files.join(", ")
+            ),
         };
         let (mut ref_s, mut weir_s) = (Vec::new(), Vec::new());
         for i in 0..runs {

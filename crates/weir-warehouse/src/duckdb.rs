@@ -106,8 +106,10 @@ fn transaction(conn: &Connection, statements: &[String]) -> Result<()> {
         .map_err(|e| sql_err("COMMIT", e))
 }
 
-/// The SELECT list that fills the staging table: the files' columns, then lineage values.
-fn select_list(req: &StageRequest<'_>) -> String {
+/// The SELECT list that fills the staging table: the files' columns (ISO 8601
+/// interval text parsed; with `hex_blobs`, hex text decoded, as DuckDB's JSON
+/// reader leaves it), then lineage values.
+fn select_list(req: &StageRequest<'_>, hex_blobs: bool) -> String {
     let d = Dialect::DuckDb;
     let mut out: Vec<String> = req
         .arrow
@@ -119,6 +121,8 @@ fn select_list(req: &StageRequest<'_>) -> String {
             match c.data_type.as_str() {
                 "INTERVAL" => format!("{} AS {q}", iso_interval(&q)),
                 "INTERVAL[]" => format!("list_transform({q}, x -> {}) AS {q}", iso_interval("x")),
+                "BLOB" if hex_blobs => format!("unhex({q}) AS {q}"),
+                "BLOB[]" if hex_blobs => format!("list_transform({q}, x -> unhex(x)) AS {q}"),
                 _ => q,
             }
         })
@@ -136,6 +140,34 @@ fn select_list(req: &StageRequest<'_>) -> String {
         ));
     }
     out.join(", ")
+}
+
+/// The type DuckDB's JSON reader reads a column as: the column's own type, but
+/// text for what the NDJSON holds as text of another type (hex for BLOB, JSON
+/// documents as strings, ISO 8601 intervals).
+fn json_read_type(target: &str) -> &str {
+    match target {
+        "BLOB" | "JSON" | "INTERVAL" => "VARCHAR",
+        "BLOB[]" | "JSON[]" | "INTERVAL[]" => "VARCHAR[]",
+        other => other,
+    }
+}
+
+fn json_columns(req: &StageRequest<'_>) -> String {
+    let d = Dialect::DuckDb;
+    req.arrow
+        .fields()
+        .iter()
+        .zip(req.columns)
+        .map(|(f, c)| {
+            format!(
+                "{}: {}",
+                d.literal(f.name()),
+                d.literal(json_read_type(&c.data_type))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// DuckDB SQL turning the extractor's ISO 8601 durations (`P1Y-2M3DT4H5M6.789S`,
@@ -223,10 +255,8 @@ impl Warehouse for DuckDb {
             d.column_defs(req.columns)
         ))
         .await?;
-        let select = select_list(req);
-        let root = local_root(req.lake);
-        if let (LakeFormat::Parquet, Some(root)) = (req.format, root) {
-            // DuckDB reads local Parquet itself, in parallel: the fast path.
+        let select = select_list(req, false);
+        if let Some(root) = local_root(req.lake) {
             let files: Vec<String> = req
                 .table
                 .files
@@ -236,17 +266,49 @@ impl Warehouse for DuckDb {
             if files.is_empty() {
                 return Ok(StageOutcome::default());
             }
-            let sql = format!(
-                "INSERT INTO {staging} SELECT {select} FROM read_parquet([{}])",
-                files.join(", ")
-            );
-            let rows = self
-                .with_conn(move |c| c.execute(&sql, []).map_err(|e| sql_err(&sql, e)))
-                .await?;
-            return Ok(StageOutcome {
-                rows: rows as u64,
-                ..StageOutcome::default()
-            });
+            let files = files.join(", ");
+            match req.format {
+                LakeFormat::Parquet => {
+                    // DuckDB reads local Parquet itself, in parallel.
+                    let sql = format!(
+                        "INSERT INTO {staging} SELECT {select} FROM read_parquet([{files}])"
+                    );
+                    let rows = self
+                        .with_conn(move |c| c.execute(&sql, []).map_err(|e| sql_err(&sql, e)))
+                        .await?;
+                    return Ok(StageOutcome {
+                        rows: rows as u64,
+                        ..StageOutcome::default()
+                    });
+                }
+                LakeFormat::Ndjson => {
+                    // Clean NDJSON goes through DuckDB's own reader with every
+                    // column's type given. Any bad record fails that one statement
+                    // (which then leaves nothing), and the files are read again
+                    // below, line by line, to set the bad records aside.
+                    let sql = format!(
+                        "INSERT INTO {staging} SELECT {} FROM read_json([{files}], \
+                         format = 'newline_delimited', records = true, columns = {{{}}})",
+                        select_list(req, true),
+                        json_columns(req)
+                    );
+                    let fast = self
+                        .with_conn(move |c| c.execute(&sql, []).map_err(|e| sql_err(&sql, e)))
+                        .await;
+                    match fast {
+                        Ok(rows) => {
+                            return Ok(StageOutcome {
+                                rows: rows as u64,
+                                ..StageOutcome::default()
+                            })
+                        }
+                        Err(e) => tracing::debug!(
+                            "table {}: DuckDB's JSON reader refused the files ({e}); reading them line by line",
+                            req.table.name
+                        ),
+                    }
+                }
+            }
         }
         let (mut rx, reader) = read::spawn(
             req.table.name.clone(),
@@ -266,10 +328,27 @@ impl Warehouse for DuckDb {
             })?
         };
         let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
+            // One transaction for all batches: a commit per batch would write
+            // the WAL and recompress the table's segments again and again.
+            conn.execute_batch("BEGIN TRANSACTION")
+                .map_err(|e| sql_err("BEGIN TRANSACTION", e))?;
             let mut rows = 0u64;
-            while let Some(batch) = rx.blocking_recv() {
-                let reg = ArrowBatchRegistration::new(batch);
-                rows += conn.execute(&sql, [&reg]).map_err(|e| sql_err(&sql, e))? as u64;
+            let result = (|| {
+                let mut stmt = conn.prepare(&sql).map_err(|e| sql_err(&sql, e))?;
+                while let Some(batch) = rx.blocking_recv() {
+                    let reg = ArrowBatchRegistration::new(batch);
+                    rows += stmt.execute([&reg]).map_err(|e| sql_err(&sql, e))? as u64;
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| sql_err("COMMIT", e))?,
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
             }
             Ok(rows)
         });

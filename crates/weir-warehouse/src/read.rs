@@ -25,7 +25,7 @@ use weir_lake::{FileEntry, Lake};
 use crate::{Rejected, Result, WarehouseError};
 
 /// Lines (or Parquet rows) per batch.
-const BATCH_ROWS: usize = 16 * 1024;
+const BATCH_ROWS: usize = 32 * 1024;
 /// Keep at most this many rejected records in memory (all are counted).
 const MAX_KEPT_REJECTS: usize = 10_000;
 
@@ -305,6 +305,68 @@ fn wire_schema(schema: &SchemaRef) -> SchemaRef {
 /// Microseconds since the epoch of a timestamp as arrow-json writes it
 /// (`2000-01-01T00:00:00.5`, with `+00:00` or `Z` for zoned ones; years may be negative).
 fn parse_timestamp(s: &str) -> Option<i64> {
+    parse_timestamp_fast(s.as_bytes()).or_else(|| parse_timestamp_slow(s))
+}
+
+/// The exact shape the writer produces, without format-string parsing:
+/// `[-]YYYY-MM-DDTHH:MM:SS[.ffffff][Z|±HH:MM]`.
+fn parse_timestamp_fast(b: &[u8]) -> Option<i64> {
+    let (neg, b) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let year = num(0..4)? * if neg { -1 } else { 1 };
+    let (month, day) = (num(5..7)?, num(8..10)?);
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        micros = num(start..i)? * 10i64.pow((6 - digits) as u32);
+    }
+    let offset = match &b[i..] {
+        [] | [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
+    let days = i64::from(chrono::Datelike::num_days_from_ce(&date)) - 719_163;
+    Some((days * 86_400 + h * 3600 + m * 60 + sec - offset) * 1_000_000 + micros)
+}
+
+fn parse_timestamp_slow(s: &str) -> Option<i64> {
     let s = s.trim();
     let zoned = s
         .strip_suffix('Z')
@@ -437,4 +499,36 @@ pub(crate) fn local_root(lake: &Lake) -> Option<std::path::PathBuf> {
     lake.url()
         .strip_prefix("file://")
         .map(std::path::PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_fast_and_agree_with_chrono() {
+        for s in [
+            "2000-01-01T00:00:00",
+            "2024-06-30T23:59:59.5",
+            "9999-12-31T23:59:59.999999",
+            "-4712-11-24T00:00:00",
+            "1970-01-01T00:00:00.000001+00:00",
+            "2024-07-01T02:59:59.5Z",
+            "2024-06-30T23:59:59-03:00",
+        ] {
+            let fast = parse_timestamp_fast(s.as_bytes());
+            assert!(fast.is_some(), "{s}");
+            assert_eq!(fast, parse_timestamp_slow(s), "{s}");
+        }
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01"), Some(1_000_000));
+        for bad in [
+            "2024-13-01T00:00:00",
+            "2024-02-30T00:00:00",
+            "2024-01-01 00:00",
+            "x",
+            "2024-01-01T24:00:00",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
 }

@@ -15,6 +15,12 @@ use weir_warehouse::{DuckDb, LoadOptions, LoadSummary, Postgres, Warehouse};
 /// Extract every table of `url`'s public schema into `lake_dir` (project `test`).
 pub async fn extract_to(url: &str, lake_dir: &Path, format: LakeFormat) -> (Manifest, Lake) {
     let lake = Lake::open(&lake_dir.display().to_string(), lake_dir, "test").unwrap();
+    let manifest = extract_into(url, &lake, format).await;
+    (manifest, lake)
+}
+
+/// Extract into an opened lake (e.g. `memory://`, which loads must stream through object_store).
+pub async fn extract_into(url: &str, lake: &Lake, format: LakeFormat) -> Manifest {
     let opts = ExtractOptions {
         project: "test".to_owned(),
         source_url: SecretUrl::new(url),
@@ -34,9 +40,8 @@ pub async fn extract_to(url: &str, lake_dir: &Path, format: LakeFormat) -> (Mani
             ndjson_gzip: false,
         },
     };
-    let summary = extract(&lake, &opts, &Quiet).await.unwrap();
-    let manifest = lake.read_manifest(&summary.run_id).await.unwrap();
-    (manifest, lake)
+    let summary = extract(lake, &opts, &Quiet).await.unwrap();
+    lake.read_manifest(&summary.run_id).await.unwrap()
 }
 
 pub fn duckdb(dir: &Path) -> DuckDb {
