@@ -576,12 +576,14 @@ impl Warehouse for BigQuery {
         if let Some(l) = req.lineage {
             let d = Dialect::BigQuery;
             let staging = format!("{}.{}", d.quote(req.schema), d.quote(req.staging));
-            self.execute(&format!(
-                "ALTER TABLE {staging} ADD COLUMN {} STRING, ADD COLUMN {} TIMESTAMP",
-                d.quote(LINEAGE_RUN_ID),
-                d.quote(LINEAGE_LOADED_AT)
-            ))
-            .await?;
+            // One column per statement: bqemulator (not BigQuery) refuses two.
+            for (name, ty) in [(LINEAGE_RUN_ID, "STRING"), (LINEAGE_LOADED_AT, "TIMESTAMP")] {
+                self.execute(&format!(
+                    "ALTER TABLE {staging} ADD COLUMN {} {ty}",
+                    d.quote(name)
+                ))
+                .await?;
+            }
             self.execute(&format!(
                 "UPDATE {staging} SET {} = {}, {} = TIMESTAMP {} WHERE TRUE",
                 d.quote(LINEAGE_RUN_ID),

@@ -174,10 +174,26 @@ async fn bigquery_loads_merges_and_budgets_bad_records() {
     // (bqemulator has no maxBadRecords, so loading within a budget is checked
     // against BigQuery's documented job responses in the adapter's unit tests.)
 
-    // NDJSON without bad records, full replace.
+    // NDJSON without bad records, full replace, with lineage columns.
     std::fs::write(&file, text).unwrap();
-    let s = load_ok(&wh, &lake, &opts(&m3.run_id, LoadMode::Truncate)).await;
+    let s = load_ok(
+        &wh,
+        &lake,
+        &weir_warehouse::LoadOptions {
+            lineage: true,
+            ..opts(&m3.run_id, LoadMode::Truncate)
+        },
+    )
+    .await;
     assert_eq!(s.tables[0].rows, 31);
+    assert_eq!(
+        rows(
+            &wh,
+            "SELECT count(*), min(_weir_run_id), count(_weir_loaded_at) FROM raw.orders"
+        )
+        .await,
+        vec![vec!["31".to_owned(), m3.run_id.clone(), "31".to_owned()]]
+    );
     assert_eq!(
         scalar(&wh, "SELECT countif(state = 'MG') FROM raw.orders").await,
         "5"

@@ -405,3 +405,25 @@ async fn load_into_postgres_never_shows_the_password() {
         );
     }
 }
+
+#[test]
+fn a_warehouse_file_held_by_another_process_is_a_clear_error() {
+    let dir = project("name: shop\n");
+    // This test process holds the DuckDB file, as a running `weir up` would.
+    let held = weir_warehouse::DuckDb::open(&dir.path().join("warehouse.duckdb")).unwrap();
+    let out = weir(&["query", "SELECT 1"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("in use by another process"),
+        "{}",
+        text(&out)
+    );
+    drop(held);
+    let out = weir(&["query", "SELECT 1 AS one", "--format", "csv"], dir.path());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "one\n1\n",
+        "{}",
+        text(&out)
+    );
+}
