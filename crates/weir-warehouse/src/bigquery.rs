@@ -12,16 +12,15 @@
 //! credentials. Tokens are never logged. With a custom `endpoint` (an
 //! emulator) a missing credential means no `Authorization` header.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorageBuilder};
 use serde_json::{json, Value};
 use weir_config::{BigQueryConfig, LakeFormat};
 
+use crate::text_result;
 use crate::types::{LINEAGE_LOADED_AT, LINEAGE_RUN_ID};
 use crate::{
     Column, Dialect, Publish, QueryResult, Rejected, Result, StageOutcome, StageRequest, Warehouse,
@@ -442,57 +441,35 @@ impl Warehouse for BigQuery {
                     .collect()
             })
             .unwrap_or_default();
-        let mut arrow_fields = Vec::new();
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        for (i, (name, ty, repeated)) in fields.iter().enumerate() {
-            let cells: Vec<Option<String>> = rows
-                .iter()
-                .map(|r| {
-                    let v = &r["f"][i]["v"];
-                    if *repeated {
-                        Some(v.to_string())
-                    } else {
-                        cell_text(v, ty)
-                    }
-                })
-                .collect();
-            let dt = if *repeated {
-                DataType::Utf8
-            } else {
-                arrow_type(ty)
-            };
-            let array: ArrayRef = match dt {
-                DataType::Int64 => Arc::new(
-                    cells
-                        .iter()
-                        .map(|c| c.as_deref().and_then(|v| v.parse().ok()))
-                        .collect::<Int64Array>(),
-                ),
-                DataType::Float64 => Arc::new(
-                    cells
-                        .iter()
-                        .map(|c| c.as_deref().and_then(|v| v.parse().ok()))
-                        .collect::<Float64Array>(),
-                ),
-                DataType::Boolean => Arc::new(
-                    cells
-                        .iter()
-                        .map(|c| c.as_deref().map(|v| v == "true"))
-                        .collect::<BooleanArray>(),
-                ),
-                _ => Arc::new(cells.iter().map(|c| c.as_deref()).collect::<StringArray>()),
-            };
-            arrow_fields.push(Field::new(name, dt, true));
-            arrays.push(array);
-        }
-        let schema = Arc::new(Schema::new(arrow_fields));
-        let batches = if arrays.is_empty() {
-            Vec::new()
-        } else {
-            vec![RecordBatch::try_new(schema.clone(), arrays)
-                .map_err(|e| WarehouseError::Bug(e.to_string()))?]
-        };
-        Ok(QueryResult { schema, batches })
+        let columns: Vec<(String, DataType)> = fields
+            .iter()
+            .map(|(name, ty, repeated)| {
+                let dt = if *repeated {
+                    DataType::Utf8
+                } else {
+                    arrow_type(ty)
+                };
+                (name.clone(), dt)
+            })
+            .collect();
+        let cells: Vec<Vec<Option<String>>> = rows
+            .iter()
+            .map(|r| {
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, ty, repeated))| {
+                        let v = &r["f"][i]["v"];
+                        if *repeated {
+                            Some(v.to_string())
+                        } else {
+                            cell_text(v, ty)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        text_result(&columns, &cells, "true")
     }
 
     async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {

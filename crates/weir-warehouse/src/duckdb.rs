@@ -73,19 +73,22 @@ impl DuckDb {
         &self.path
     }
 
+    /// A new connection to the same database (its own transactions).
+    fn connection(&self) -> Result<Connection> {
+        let base = self.conn.lock().map_err(|_| {
+            WarehouseError::Bug("a DuckDB call panicked while holding the connection".into())
+        })?;
+        base.try_clone().map_err(|e| WarehouseError::Connection {
+            message: e.to_string(),
+        })
+    }
+
     /// Run `f` on a blocking thread with a fresh connection to the database.
     async fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = {
-            let base = self.conn.lock().map_err(|_| {
-                WarehouseError::Bug("a DuckDB call panicked while holding the connection".into())
-            })?;
-            base.try_clone().map_err(|e| WarehouseError::Connection {
-                message: e.to_string(),
-            })?
-        };
+        let conn = self.connection()?;
         tokio::task::spawn_blocking(move || f(&conn))
             .await
             .map_err(|e| WarehouseError::Bug(format!("DuckDB task failed: {e}")))?
@@ -319,14 +322,7 @@ impl Warehouse for DuckDb {
             req.max_bad_records,
         );
         let sql = format!("INSERT INTO {staging} SELECT {select} FROM arrow(?)");
-        let conn = {
-            let base = self.conn.lock().map_err(|_| {
-                WarehouseError::Bug("a DuckDB call panicked while holding the connection".into())
-            })?;
-            base.try_clone().map_err(|e| WarehouseError::Connection {
-                message: e.to_string(),
-            })?
-        };
+        let conn = self.connection()?;
         let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
             // One transaction for all batches: a commit per batch would write
             // the WAL and recompress the table's segments again and again.

@@ -94,6 +94,52 @@ impl QueryResult {
     }
 }
 
+/// Rows of text cells (PostgreSQL's simple protocol, BigQuery's REST API) as
+/// one Arrow batch: `Int64`, `Float64` and `Boolean` columns are parsed
+/// (`true_text` is the warehouse's spelling of true), anything else stays text.
+pub(crate) fn text_result(
+    columns: &[(String, arrow::datatypes::DataType)],
+    rows: &[Vec<Option<String>>],
+    true_text: &str,
+) -> Result<QueryResult> {
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, (name, dt)) in columns.iter().enumerate() {
+        let cells = rows.iter().map(|r| r.get(i).and_then(|c| c.as_deref()));
+        let array: ArrayRef = match dt {
+            DataType::Int64 => Arc::new(
+                cells
+                    .map(|c| c.and_then(|v| v.parse().ok()))
+                    .collect::<Int64Array>(),
+            ),
+            DataType::Float64 => Arc::new(
+                cells
+                    .map(|c| c.and_then(|v| v.parse().ok()))
+                    .collect::<Float64Array>(),
+            ),
+            DataType::Boolean => Arc::new(
+                cells
+                    .map(|c| c.map(|v| v == true_text))
+                    .collect::<BooleanArray>(),
+            ),
+            _ => Arc::new(cells.collect::<StringArray>()),
+        };
+        fields.push(Field::new(name, array.data_type().clone(), true));
+        arrays.push(array);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batches = if arrays.is_empty() {
+        Vec::new()
+    } else {
+        vec![RecordBatch::try_new(schema.clone(), arrays)
+            .map_err(|e| WarehouseError::Bug(e.to_string()))?]
+    };
+    Ok(QueryResult { schema, batches })
+}
+
 /// What [`Warehouse::stage`] loads: one table of one run.
 #[derive(Debug, Clone)]
 pub struct StageRequest<'a> {

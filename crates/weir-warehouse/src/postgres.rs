@@ -6,10 +6,7 @@
 //! tables do), PostgreSQL refuses the drop, and the rows are instead swapped
 //! with `TRUNCATE` + `INSERT` in one transaction, which keeps the views.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use futures::SinkExt;
@@ -19,6 +16,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use weir_config::{LoadMode, SecretUrl};
 
 use crate::pgcopy::{self, Enc};
+use crate::text_result;
 use crate::{
     read, Column, Dialect, Publish, QueryResult, Result, StageOutcome, StageRequest, Warehouse,
     WarehouseError,
@@ -161,45 +159,20 @@ impl Warehouse for Postgres {
                 _ => {}
             }
         }
-        let mut fields = Vec::new();
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let ty = types.as_ref().and_then(|t| t.get(i));
-            let cells = rows.iter().map(|r| r[i].as_deref());
-            let (dt, array): (DataType, ArrayRef) = match ty {
-                Some(t) if [Type::INT2, Type::INT4, Type::INT8].contains(t) => (
-                    DataType::Int64,
-                    Arc::new(
-                        cells
-                            .map(|c| c.and_then(|v| v.parse().ok()))
-                            .collect::<Int64Array>(),
-                    ),
-                ),
-                Some(t) if [Type::FLOAT4, Type::FLOAT8].contains(t) => (
-                    DataType::Float64,
-                    Arc::new(
-                        cells
-                            .map(|c| c.and_then(|v| v.parse().ok()))
-                            .collect::<Float64Array>(),
-                    ),
-                ),
-                Some(&Type::BOOL) => (
-                    DataType::Boolean,
-                    Arc::new(cells.map(|c| c.map(|v| v == "t")).collect::<BooleanArray>()),
-                ),
-                _ => (DataType::Utf8, Arc::new(cells.collect::<StringArray>())),
-            };
-            fields.push(Field::new(name, dt, true));
-            arrays.push(array);
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let batches = if arrays.is_empty() {
-            Vec::new()
-        } else {
-            vec![RecordBatch::try_new(schema.clone(), arrays)
-                .map_err(|e| WarehouseError::Bug(e.to_string()))?]
-        };
-        Ok(QueryResult { schema, batches })
+        let columns: Vec<(String, DataType)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let dt = match types.as_ref().and_then(|t| t.get(i)) {
+                    Some(t) if [Type::INT2, Type::INT4, Type::INT8].contains(t) => DataType::Int64,
+                    Some(t) if [Type::FLOAT4, Type::FLOAT8].contains(t) => DataType::Float64,
+                    Some(&Type::BOOL) => DataType::Boolean,
+                    _ => DataType::Utf8,
+                };
+                (name.clone(), dt)
+            })
+            .collect();
+        text_result(&columns, &rows, "t")
     }
 
     async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {
