@@ -93,6 +93,11 @@ impl Lake {
         &self.url
     }
 
+    /// The project whose files this lake addresses.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
     fn under_root(&self, rel: &str) -> Path {
         if self.root.as_ref().is_empty() {
             Path::from(rel)

@@ -54,6 +54,16 @@ pub enum WarehouseError {
     },
     #[error("table {table}: {message}")]
     Load { table: String, message: String },
+    /// The lake has no committed run for the project.
+    #[error("no extract run for project `{project}` in {lake} (run `weir extract` first, or point -p at the project that extracted)")]
+    NoRun { project: String, lake: String },
+    #[error("no run `{run}` for project `{project}` in {lake} (the latest: {latest})")]
+    UnknownRun {
+        run: String,
+        project: String,
+        lake: String,
+        latest: String,
+    },
     #[error("table {table}: {rejected} bad record(s), more than the {budget} allowed (max_bad_records); the first: {first}; all in {rejects}")]
     BadRecords {
         table: String,
@@ -62,7 +72,7 @@ pub enum WarehouseError {
         first: String,
         rejects: String,
     },
-    #[error("lake: {0}")]
+    #[error(transparent)]
     Lake(#[from] weir_lake::LakeError),
     #[error("BigQuery: {message}")]
     BigQuery { message: String },

@@ -101,14 +101,20 @@ pub async fn load(wh: &dyn Warehouse, lake: &Lake, opts: &LoadOptions) -> Result
             .list_runs()
             .await?
             .pop()
-            .ok_or_else(|| WarehouseError::Load {
-                table: String::new(),
-                message: format!(
-                    "no extract run in {} yet (run `weir extract` first)",
-                    lake.url()
-                ),
+            .ok_or_else(|| WarehouseError::NoRun {
+                project: lake.project().to_owned(),
+                lake: lake.url().to_owned(),
             })?,
     };
+    let runs = lake.list_runs().await?;
+    if !runs.contains(&run_id) {
+        return Err(WarehouseError::UnknownRun {
+            run: run_id,
+            project: lake.project().to_owned(),
+            lake: lake.url().to_owned(),
+            latest: runs.last().cloned().unwrap_or_else(|| "none".to_owned()),
+        });
+    }
     let manifest = Arc::new(lake.read_manifest(&run_id).await?);
     let format = LakeFormat::parse(&manifest.format).ok_or_else(|| {
         WarehouseError::Lake(weir_lake::LakeError::Manifest {

@@ -100,6 +100,15 @@ async fn bigquery_loads_merges_and_budgets_bad_records() {
         .await
         .unwrap();
 
+    // Query results come back page by page (10,000 rows a page).
+    let big = rows(
+        &wh,
+        "SELECT x FROM UNNEST(GENERATE_ARRAY(1, 25000)) AS x ORDER BY x",
+    )
+    .await;
+    assert_eq!(big.len(), 25000);
+    assert_eq!((big[0][0].as_str(), big[24999][0].as_str()), ("1", "25000"));
+
     // Parquet, full replace.
     let (m1, lake) = extract_to(&src.url(), &lake_dir, LakeFormat::Parquet).await;
     let s = load_ok(&wh, &lake, &opts(&m1.run_id, LoadMode::Truncate)).await;

@@ -11,7 +11,7 @@ use weir_source::cluster::PrivateCluster;
 use weir_source::olist::{generate_into_postgres, GenerateOptions};
 
 use crate::extract::{extract_with_progress, load_project, options, print_summary, ExtractArgs};
-use crate::load::{load_run, open_warehouse, print_load_summary, write_result};
+use crate::load::{load_run, open_warehouse, print_load_summary, write_result, Overrides};
 use crate::{usage, Failure};
 
 #[derive(Args)]
@@ -133,7 +133,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         &dir,
         project.as_ref(),
         &opts.project,
-        None,
+        Overrides::default(),
         &summary.run_id,
         None,
         None,

@@ -28,6 +28,9 @@ pub struct LoadArgs {
     /// A DuckDB file or a postgres:// URL; overrides `warehouse:`.
     #[arg(long, env = "WEIR_WAREHOUSE", hide_env_values = true)]
     pub warehouse: Option<String>,
+    /// Lake URL (file://…, gs://…, s3://…); overrides `lake.url`.
+    #[arg(long)]
+    pub lake: Option<String>,
     /// How every table is written; overrides `warehouse.mode` and per-table `load_mode`.
     #[arg(long, value_parser = ["truncate", "append", "merge"])]
     pub mode: Option<String>,
@@ -45,14 +48,24 @@ pub fn warehouse_config(project: Option<&Project>, arg: Option<&str>) -> Warehou
     cfg
 }
 
+/// The lake URL: `--lake`, else weir.yml's, else the default folder.
+pub fn lake_url(project: Option<&Project>, arg: Option<&str>) -> String {
+    match arg {
+        Some(a) => a.to_owned(),
+        None => project.map_or_else(
+            || weir_config::LakeConfig::default().url,
+            |p| p.lake.url.clone(),
+        ),
+    }
+}
+
 pub async fn open_warehouse(
     dir: &Path,
     project: Option<&Project>,
     arg: Option<&str>,
 ) -> Result<Box<dyn Warehouse>, Failure> {
     let cfg = warehouse_config(project, arg);
-    let lake_url = project.map_or_else(|| "file://./lake".to_owned(), |p| p.lake.url.clone());
-    weir_warehouse::open(&cfg, dir, &lake_url)
+    weir_warehouse::open(&cfg, dir, &lake_url(project, None))
         .await
         .map_err(|e| match e {
             WarehouseError::Open { .. } => usage(e),
@@ -95,24 +108,38 @@ pub fn load_options(
 }
 
 /// Open the lake and warehouse of a project and load a run.
+/// What the command line overrides in weir.yml.
+#[derive(Default, Clone, Copy)]
+pub struct Overrides<'a> {
+    pub lake: Option<&'a str>,
+    pub warehouse: Option<&'a str>,
+}
+
 pub async fn load_run(
     dir: &Path,
     project: Option<&Project>,
     name: &str,
-    warehouse: Option<&str>,
+    overrides: Overrides<'_>,
     run: &str,
     tables: Option<Vec<String>>,
     mode: Option<&str>,
 ) -> Result<LoadSummary, Failure> {
-    let cfg = warehouse_config(project, warehouse);
-    let lake_url = project.map_or_else(|| "file://./lake".to_owned(), |p| p.lake.url.clone());
+    let cfg = warehouse_config(project, overrides.warehouse);
+    let lake_url = lake_url(project, overrides.lake);
     let lake = Lake::open(&lake_url, dir, name).map_err(usage)?;
-    let wh = open_warehouse(dir, project, warehouse).await?;
+    let wh = weir_warehouse::open(&cfg, dir, &lake_url)
+        .await
+        .map_err(|e| match e {
+            WarehouseError::Open { .. } => usage(e),
+            e => Failure::from(e),
+        })?;
     let opts = load_options(project, &cfg, run, tables, mode);
     weir_warehouse::load(wh.as_ref(), &lake, &opts)
         .await
         .map_err(|e| match e {
-            WarehouseError::Load { .. } => usage(e),
+            WarehouseError::Load { .. }
+            | WarehouseError::NoRun { .. }
+            | WarehouseError::UnknownRun { .. } => usage(e),
             e => Failure::from(e),
         })
 }
@@ -166,7 +193,10 @@ pub async fn run(args: LoadArgs) -> Result<(), Failure> {
         &dir,
         project.as_ref(),
         &project_name(&dir, project.as_ref()),
-        args.warehouse.as_deref(),
+        Overrides {
+            lake: args.lake.as_deref(),
+            warehouse: args.warehouse.as_deref(),
+        },
         &args.run,
         args.tables.clone(),
         args.mode.as_deref(),

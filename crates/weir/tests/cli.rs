@@ -345,6 +345,34 @@ async fn extract_load_query_into_the_embedded_duckdb() {
     let out = weir_env(&["load", "--tables", "olist_sellers"], dir.path(), &env);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("olist_sellers"), "{}", text(&out));
+    let out = weir_env(
+        &["load", "--run", "19990101T000000Z-000000"],
+        dir.path(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no run `19990101T000000Z-000000` for project `shop`"),
+        "{}",
+        text(&out)
+    );
+    // Another project's lake has no run of this one: said so, not a stack of errors.
+    let other = temp_dir();
+    let out = weir_env(
+        &[
+            "load",
+            "--lake",
+            &dir.path().join("lake").display().to_string(),
+        ],
+        other.path(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no extract run for project"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
