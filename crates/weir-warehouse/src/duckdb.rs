@@ -95,8 +95,25 @@ impl DuckDb {
     }
 }
 
-/// Run `statements` in one transaction, rolling back on the first error.
+/// Run `statements` in one transaction; a write-write conflict with another
+/// connection's concurrent catalog change is retried a few times.
 fn transaction(conn: &Connection, statements: &[String]) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match transaction_once(conn, statements) {
+            Err(WarehouseError::Sql { message, .. })
+                if message.contains("write-write conflict") && attempt < 5 =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Run `statements` in one transaction, rolling back on the first error.
+fn transaction_once(conn: &Connection, statements: &[String]) -> Result<()> {
     conn.execute_batch("BEGIN TRANSACTION")
         .map_err(|e| sql_err("BEGIN TRANSACTION", e))?;
     for s in statements {
@@ -360,6 +377,11 @@ impl Warehouse for DuckDb {
             rejected: report.rejected,
             rejected_count: report.rejected_count,
         })
+    }
+
+    async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
+        let statements = statements.to_vec();
+        self.with_conn(move |c| transaction(c, &statements)).await
     }
 
     async fn publish(&self, p: &Publish<'_>) -> Result<()> {

@@ -243,6 +243,15 @@ pub trait Warehouse: Send + Sync {
     /// drop the staging table.
     async fn publish(&self, p: &Publish<'_>) -> Result<()>;
 
+    /// Run statements so that all or none take effect (one transaction where
+    /// the warehouse has them; BigQuery runs them in order).
+    async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
+        for s in statements {
+            self.execute(s).await?;
+        }
+        Ok(())
+    }
+
     /// Drop a table if it exists.
     async fn drop_table(&self, schema: &str, name: &str) -> Result<()> {
         let d = self.dialect();

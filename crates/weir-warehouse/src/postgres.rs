@@ -175,6 +175,17 @@ impl Warehouse for Postgres {
         text_result(&columns, &rows, "t")
     }
 
+    /// One simple-query message: PostgreSQL runs it as one implicit
+    /// transaction and rolls all of it back on an error, and no other task's
+    /// statement can slip in between on the shared connection.
+    async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
+        let sql = statements.join(";\n");
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| sql_err(&sql, &e))
+    }
+
     async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {
         let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
                    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
