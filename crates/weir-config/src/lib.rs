@@ -79,6 +79,18 @@ pub struct Project {
     pub source: Option<SourceConfig>,
     pub lake: LakeConfig,
     pub warehouse: WarehouseConfig,
+    pub transform: Option<TransformConfig>,
+}
+
+/// The dbt-compatible project a Weir project runs on its warehouse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformConfig {
+    /// The folder holding `dbt_project.yml` (relative paths are under the project).
+    pub project: PathBuf,
+    /// Nodes built at once.
+    pub threads: usize,
+    /// The target schema (dbt's `target.schema`); custom schemas derive from it.
+    pub schema: String,
 }
 
 #[derive(Debug, Clone)]
@@ -332,7 +344,7 @@ impl Project {
                 node: &root,
                 path: "",
             },
-            &["name", "source", "lake", "warehouse"],
+            &["name", "source", "lake", "warehouse", "transform"],
         );
         let name = match top.get("name") {
             Some((n, p)) => r.string(At { node: n, path: p }).unwrap_or_default(),
@@ -360,6 +372,9 @@ impl Project {
             Some((n, p)) => read_lake(&mut r, At { node: n, path: p }),
             None => LakeConfig::default(),
         };
+        let transform = top
+            .get("transform")
+            .map(|(n, p)| read_transform(&mut r, At { node: n, path: p }));
         let warehouse = match top.get("warehouse") {
             Some((n, p)) => read_warehouse(&mut r, At { node: n, path: p }),
             None => WarehouseConfig::default(),
@@ -371,6 +386,7 @@ impl Project {
                 source,
                 lake,
                 warehouse,
+                transform,
             })
         } else {
             r.errors
@@ -584,6 +600,31 @@ fn read_lake(r: &mut Reader<'_>, at: At<'_>) -> LakeConfig {
         }
     }
     lake
+}
+
+fn read_transform(r: &mut Reader<'_>, at: At<'_>) -> TransformConfig {
+    let m = r.mapping(at, &["project", "threads", "schema"]);
+    let mut t = TransformConfig {
+        project: PathBuf::from("transform"),
+        threads: DEFAULT_JOBS,
+        schema: "main".to_owned(),
+    };
+    if let Some((n, p)) = m.get("project") {
+        if let Some(v) = r.string(At { node: n, path: p }) {
+            t.project = PathBuf::from(v);
+        }
+    }
+    if let Some((n, p)) = m.get("threads") {
+        if let Some(v) = r.uint(At { node: n, path: p }, 1, 256) {
+            t.threads = v as usize;
+        }
+    }
+    if let Some((n, p)) = m.get("schema") {
+        if let Some(v) = r.string(At { node: n, path: p }) {
+            t.schema = v;
+        }
+    }
+    t
 }
 
 fn read_mode(r: &mut Reader<'_>, at: At<'_>) -> Option<LoadMode> {

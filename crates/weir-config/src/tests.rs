@@ -112,7 +112,7 @@ lake:
     row_group_size: 10
 "#,
         &[
-            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse)",
+            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse, transform)",
             "5:10 source.postgres.url: environment variable `NOT_SET` is not set",
             "6:5 source.postgres.shema: unknown key `shema` (expected one of: url, schema)",
             "9:15 source.tables[0].cursor: expected a string, found a list",
