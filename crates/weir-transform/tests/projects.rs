@@ -1,0 +1,337 @@
+//! Fixture dbt projects built on a real DuckDB file and a real PostgreSQL
+//! database: materialisations, ephemeral CTEs, incremental merges, seeds,
+//! generic/custom/singular tests, vars, macros, selection, failures that skip
+//! descendants, and every project error reported at once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Map;
+use weir_config::SecretUrl;
+use weir_testkit::{temp_dir, TestDb};
+use weir_transform::{
+    execute, load_project, select, Command, ProjectOptions, ResourceType, RunOptions, RunSummary,
+    Selector, Status, Target,
+};
+use weir_warehouse::{DuckDb, Postgres, Warehouse};
+
+/// Write `files` (path → text) under `dir`.
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+const SHOP: &[(&str, &str)] = &[
+    (
+        "dbt_project.yml",
+        "name: shop\nprofile: shop\nvars:\n  min_amount: 0\nmodels:\n  shop:\n    staging:\n      +materialized: view\n    marts:\n      +materialized: table\n      +schema: marts\n      +tags: [mart]\n",
+    ),
+    ("macros/cents.sql", "{% macro cents(col) %}({{ col }} * 100){% endmacro %}\n"),
+    (
+        "tests/generic/is_positive.sql",
+        "{% test is_positive(model, column_name) %}\nselect * from {{ model }} where {{ column_name }} <= 0\n{% endtest %}\n",
+    ),
+    ("seeds/customers.csv", "id,name,signup_date,vip\n1,Ana,2024-01-05,true\n2,Bo,2024-02-10,false\n3,Cy,,false\n"),
+    (
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: app\n    schema: app\n    tables:\n      - name: orders\n        columns:\n          - name: id\n            tests: [unique]\n",
+    ),
+    (
+        "models/staging/stg_orders.sql",
+        "select id, customer_id, amount, {{ cents('amount') }} as amount_cents\nfrom {{ source('app', 'orders') }}\nwhere amount >= {{ var('min_amount') }}\n",
+    ),
+    (
+        "models/staging/eph_big_orders.sql",
+        "{{ config(materialized='ephemeral') }}\nselect * from {{ ref('stg_orders') }} where amount > 100\n",
+    ),
+    (
+        "models/marts/customer_totals.sql",
+        "with totals as (\n  select customer_id, sum(amount) as total from {{ ref('stg_orders') }} group by customer_id\n)\nselect c.id, c.name, coalesce(t.total, 0) as total,\n  (select count(*) from {{ ref('eph_big_orders') }} b where b.customer_id = c.id) as big_orders\nfrom {{ ref('customers') }} c left join totals t on t.customer_id = c.id\n",
+    ),
+    (
+        "models/marts/orders_incr.sql",
+        "{{ config(materialized='incremental', unique_key='id', tags=['incr']) }}\nselect id, amount from {{ ref('stg_orders') }}\n{% if is_incremental() %}where id >= (select max(id) - 1 from {{ this }}){% endif %}\n",
+    ),
+    (
+        "models/marts/schema.yml",
+        "version: 2\nmodels:\n  - name: customer_totals\n    columns:\n      - name: id\n        tests:\n          - unique\n          - not_null\n          - relationships: {to: ref('customers'), field: id}\n      - name: name\n        tests:\n          - accepted_values: {values: [Ana, Bo, Cy]}\n      - name: total\n        tests:\n          - is_positive:\n              config: {severity: warn}\n  - name: orders_incr\n    columns:\n      - name: amount\n        tests: [is_positive]\n",
+    ),
+    (
+        "tests/totals_match.sql",
+        "select * from (select (select sum(total) from {{ ref('customer_totals') }}) as a, (select sum(amount) from {{ ref('stg_orders') }}) as b) t where a <> b\n",
+    ),
+];
+
+fn options(kind: &str) -> ProjectOptions {
+    ProjectOptions {
+        target: Target {
+            name: "test".into(),
+            kind: kind.into(),
+            schema: "analytics".into(),
+            database: String::new(),
+            threads: 4,
+        },
+        vars: Map::new(),
+        full_refresh: false,
+    }
+}
+
+async fn run(
+    dir: &Path,
+    kind: &str,
+    wh: &Arc<dyn Warehouse>,
+    command: Command,
+    select_: &[&str],
+) -> RunSummary {
+    let project = load_project(dir, &options(kind)).unwrap_or_else(|p| panic!("{p}"));
+    let opts = RunOptions {
+        command,
+        selector: Selector {
+            select: select_.iter().map(|s| (*s).to_owned()).collect(),
+            exclude: vec![],
+        },
+        threads: 4,
+        fail_fast: false,
+    };
+    execute(Arc::new(project), wh.clone(), &opts, &|_, _, _| {})
+        .await
+        .unwrap()
+}
+
+fn statuses(s: &RunSummary) -> BTreeMap<String, &'static str> {
+    s.results
+        .iter()
+        .map(|r| (r.name.clone(), r.status.as_str()))
+        .collect()
+}
+
+async fn scalar(wh: &Arc<dyn Warehouse>, sql: &str) -> String {
+    let r = wh.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let b = &r.batches[0];
+    let text =
+        arrow::util::display::ArrayFormatter::try_new(b.column(0).as_ref(), &Default::default())
+            .unwrap()
+            .value(0)
+            .to_string();
+    text
+}
+
+async fn shop(kind: &str, wh: Arc<dyn Warehouse>) {
+    let dir = temp_dir();
+    write(dir.path(), SHOP);
+    wh.execute_atomic(&[
+        "CREATE SCHEMA IF NOT EXISTS app".into(),
+        "CREATE TABLE app.orders (id integer, customer_id integer, amount integer)".into(),
+        "INSERT INTO app.orders VALUES (1, 1, 50), (2, 1, 150), (3, 2, 20)".into(),
+    ])
+    .await
+    .unwrap();
+
+    let s = run(dir.path(), kind, &wh, Command::Build, &[]).await;
+    let st = statuses(&s);
+    assert!(!s.failed(), "{st:?}");
+    assert_eq!(st["customers"], "success");
+    assert_eq!(st["stg_orders"], "success");
+    assert_eq!(st["customer_totals"], "success");
+    assert_eq!(st["totals_match"], "pass");
+    assert!(!st.contains_key("eph_big_orders") || st["eph_big_orders"] == "success");
+    // Cy has no orders: total 0 is not positive, a warning by config.
+    assert_eq!(st["is_positive_customer_totals_total"], "warn");
+    assert_eq!(
+        s.results
+            .iter()
+            .filter(|r| r.resource_type == ResourceType::Test)
+            .count(),
+        8
+    );
+
+    // Default schema naming: marts go to `<target schema>_marts`; seeds are typed.
+    assert_eq!(
+        scalar(&wh, "SELECT count(*) FROM analytics.stg_orders").await,
+        "3"
+    );
+    assert_eq!(
+        scalar(
+            &wh,
+            "SELECT big_orders FROM analytics_marts.customer_totals WHERE id = 1"
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM analytics.customers WHERE vip AND signup_date = DATE '2024-01-05'").await, "1");
+    // The ephemeral model is inlined as a CTE in front of the model's own.
+    let compiled = std::fs::read_to_string(
+        dir.path()
+            .join("target/compiled/shop/models/marts/customer_totals.sql"),
+    )
+    .unwrap();
+    assert!(
+        compiled.starts_with("with __dbt__cte__eph_big_orders as ("),
+        "{compiled}"
+    );
+    assert!(compiled.contains("\ntotals as ("), "{compiled}");
+    assert!(
+        compiled.contains("\"analytics\".\"customers\""),
+        "{compiled}"
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        results["results"].as_array().unwrap().len(),
+        s.results.len()
+    );
+
+    // Incremental: a changed row and a new one; only the recent ids are re-read and merged.
+    wh.execute_atomic(&[
+        "UPDATE app.orders SET amount = 160 WHERE id = 2".into(),
+        "INSERT INTO app.orders VALUES (4, 3, 70)".into(),
+    ])
+    .await
+    .unwrap();
+    let s = run(dir.path(), kind, &wh, Command::Run, &["tag:incr"]).await;
+    assert_eq!(statuses(&s).keys().collect::<Vec<_>>(), vec!["orders_incr"]);
+    assert_eq!(
+        scalar(&wh, "SELECT count(*) FROM analytics_marts.orders_incr").await,
+        "4"
+    );
+    assert_eq!(
+        scalar(
+            &wh,
+            "SELECT amount FROM analytics_marts.orders_incr WHERE id = 2"
+        )
+        .await,
+        "160"
+    );
+
+    // Selection.
+    let project = load_project(dir.path(), &options(kind)).unwrap();
+    let names = |sel: &[&str], exclude: &[&str]| -> Vec<String> {
+        let s = Selector {
+            select: sel.iter().map(|s| (*s).to_owned()).collect(),
+            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        select(&project, &s, &[ResourceType::Model, ResourceType::Seed])
+            .unwrap()
+            .into_iter()
+            .map(|id| id.rsplit('.').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&["+customer_totals"], &[]),
+        [
+            "customer_totals",
+            "eph_big_orders",
+            "stg_orders",
+            "customers"
+        ]
+    );
+    assert_eq!(
+        names(&["stg_orders+"], &["tag:incr"]),
+        ["customer_totals", "eph_big_orders", "stg_orders"]
+    );
+    assert_eq!(
+        names(&["tag:mart,path:models/marts/orders_incr.sql"], &[]),
+        ["orders_incr"]
+    );
+    assert_eq!(names(&["source:app+1"], &[]), ["stg_orders"]);
+    assert_eq!(names(&["resource_type:seed"], &[]), ["customers"]);
+}
+
+#[tokio::test]
+async fn shop_builds_on_duckdb() {
+    let dir = temp_dir();
+    let wh: Arc<dyn Warehouse> = Arc::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap());
+    shop("duckdb", wh).await;
+}
+
+#[tokio::test]
+async fn shop_builds_on_postgres() {
+    let db = TestDb::new().await;
+    let wh: Arc<dyn Warehouse> =
+        Arc::new(Postgres::connect(&SecretUrl::new(db.url())).await.unwrap());
+    shop("postgres", wh).await;
+}
+
+#[tokio::test]
+async fn a_failing_test_skips_the_models_below_it() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: f\n"),
+            ("models/a.sql", "select 1 as x union all select null"),
+            ("models/b.sql", "select * from {{ ref('a') }}"),
+            ("models/c.sql", "select 2 as y"),
+            ("models/schema.yml", "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: x\n        tests: [not_null]\n"),
+        ],
+    );
+    let wh: Arc<dyn Warehouse> = Arc::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap());
+    let s = run(dir.path(), "duckdb", &wh, Command::Build, &[]).await;
+    let st = statuses(&s);
+    assert_eq!(st["a"], "success");
+    assert_eq!(st["not_null_a_x"], "fail");
+    assert_eq!(st["b"], "skipped");
+    assert_eq!(st["c"], "success");
+    assert!(s.failed());
+    let r = s.results.iter().find(|r| r.name == "not_null_a_x").unwrap();
+    assert_eq!(r.failures, Some(1));
+    assert_eq!(r.status, Status::Fail);
+}
+
+#[test]
+fn every_project_error_is_reported_at_once() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: broken\n"),
+            ("models/a.sql", "select * from {{ ref('b') }}"),
+            ("models/b.sql", "select * from {{ ref('a') }}"),
+            ("models/c.sql", "select * from {{ ref('nowhere') }}"),
+            ("models/sub/a.sql", "select 1"),
+            (
+                "models/d.sql",
+                "select 1\n-- fine\n{{ undefined_macro(1) }}",
+            ),
+            ("models/e.sql", "select {{ var('not_set') }}"),
+        ],
+    );
+    let problems = load_project(dir.path(), &options("duckdb"))
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "c (models/c.sql): ref('nowhere') names no model or seed",
+        "a (models/sub/a.sql): the name is also used by models/a.sql",
+        "d (models/d.sql:3)",
+        "e (models/e.sql:1)",
+        "Required var 'not_set'",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "{expected:?} not in:\n{problems}"
+        );
+    }
+    // The cycle is reported with its path.
+    let dir2 = temp_dir();
+    write(
+        dir2.path(),
+        &[
+            ("dbt_project.yml", "name: cyc\n"),
+            ("models/a.sql", "select * from {{ ref('b') }}"),
+            ("models/b.sql", "select * from {{ ref('a') }}"),
+        ],
+    );
+    let problems = load_project(dir2.path(), &options("duckdb"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problems.contains("dependency cycle: a -> b -> a"),
+        "{problems}"
+    );
+}
