@@ -152,32 +152,35 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         return Err(anyhow!("{} table(s) failed to load", loaded.failed()).into());
     }
 
-    // 5. Answers, straight from the warehouse's raw tables.
+    // 5. The dbt-compatible Olist models: transform → staging → intermediate → final, with tests.
+    let t = Instant::now();
+    let built = crate::transform::build_for_demo(&dir).await?;
+    step(&format!("built the Olist models ({built})"), t);
+
+    // 6. The headline answers, from the final tables.
     let wh = open_warehouse(&dir, project.as_ref(), None).await?;
     let d = wh.dialect();
-    let raw = |t: &str| d.relation(&loaded.schema, t);
+    let fin = |t: &str| d.relation("final", t);
     let questions = [
         (
             "Orders per customer state (top 5)",
-            format!(
-                "SELECT c.customer_state AS state, count(*) AS orders \
-                 FROM {} o JOIN {} c ON c.customer_id = o.customer_id \
-                 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
-                raw("olist_orders"),
-                raw("olist_customers")
-            ),
+            format!("SELECT state, orders FROM {} ORDER BY orders DESC, state LIMIT 5", fin("fct_orders_by_state")),
         ),
         (
             "Top categories by sales (sum of item price)",
             format!(
-                "SELECT coalesce(t.product_category_name_english, p.product_category_name) AS category, \
-                 round(sum(i.price), 2) AS sales \
-                 FROM {} i JOIN {} p ON p.product_id = i.product_id \
-                 LEFT JOIN {} t ON t.product_category_name = p.product_category_name \
-                 GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
-                raw("olist_order_items"),
-                raw("olist_products"),
-                raw("product_category_name_translation")
+                "SELECT category, round(sales, 2) AS sales FROM {} ORDER BY sales DESC LIMIT 5",
+                fin("fct_sales_by_category")
+            ),
+        ),
+        (
+            "Delivery time per order (fastest 3, and the median)",
+            format!(
+                "(SELECT order_id, delivery_minutes, delivery_hours, delivery_days FROM {t} ORDER BY delivery_minutes LIMIT 3) \
+                 UNION ALL (SELECT 'median of ' || CAST(count(*) AS VARCHAR) || ' orders', \
+                 round(CAST(median(delivery_minutes) AS DOUBLE), 2), round(CAST(median(delivery_hours) AS DOUBLE), 2), \
+                 round(CAST(median(delivery_days) AS DOUBLE), 2) FROM {t})",
+                t = fin("fct_delivery_times")
             ),
         ),
     ];

@@ -8,6 +8,7 @@ mod extract;
 mod load;
 mod progress;
 mod source;
+mod transform;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,11 @@ enum Command {
     Load(load::LoadArgs),
     /// Run SQL on the project's warehouse and print the result.
     Query(load::QueryArgs),
+    /// Run a dbt-compatible SQL project: run, test, build, compile, seed, ls.
+    Transform {
+        #[command(subcommand)]
+        command: transform::TransformCommand,
+    },
     /// Put data into a PostgreSQL source: generated Olist data or CSV files.
     Source {
         #[command(subcommand)]
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
             Command::Source { command } => source::run(command).await,
             Command::Load(args) => load::run(args).await,
             Command::Query(args) => load::query(args).await,
+            Command::Transform { command } => transform::run(command).await,
         }
     });
     match result {

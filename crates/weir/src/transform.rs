@@ -1,0 +1,422 @@
+//! `weir transform {run,test,build,compile,seed,ls}`: a dbt project on the
+//! project's warehouse, or on the target a dbt `profiles.yml` names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use weir_config::{Project, SecretUrl, WarehouseConfig, WarehouseTarget};
+use weir_transform::{
+    Command, NodeResult, ProjectOptions, ResourceType, RunOptions, Selector, Status, Target,
+};
+
+use crate::extract::load_project;
+use crate::{usage, Failure};
+
+#[derive(Subcommand)]
+pub enum TransformCommand {
+    /// Build models (views, tables, incremental).
+    Run(TransformArgs),
+    /// Run data tests.
+    Test(TransformArgs),
+    /// Seeds, models and tests in graph order; a failing test skips its model's children.
+    Build(TransformArgs),
+    /// Render SQL into target/compiled without running it.
+    Compile(TransformArgs),
+    /// Load CSV seeds.
+    Seed(TransformArgs),
+    /// List the selected nodes.
+    Ls(TransformArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct TransformArgs {
+    /// A Weir project whose `transform:` section names the dbt project and whose warehouse is used.
+    #[arg(short = 'p', long = "project")]
+    pub weir_project: Option<PathBuf>,
+    /// The dbt project folder (holding dbt_project.yml).
+    #[arg(long)]
+    pub project_dir: Option<PathBuf>,
+    /// Where profiles.yml is (else DBT_PROFILES_DIR, the current folder, ~/.dbt).
+    #[arg(long)]
+    pub profiles_dir: Option<PathBuf>,
+    /// The profile's target to use.
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// Nodes to act on (dbt selector syntax).
+    #[arg(short = 's', long = "select", alias = "models", num_args = 1..)]
+    pub select: Vec<String>,
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
+    /// Variables as YAML, e.g. `{start_date: 2024-01-01}`.
+    #[arg(long)]
+    pub vars: Option<String>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Stop at the first failure.
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+}
+
+/// Where the dbt project is, what it builds on, with which target settings.
+struct Resolved {
+    dbt_dir: PathBuf,
+    warehouse: WarehouseConfig,
+    base_dir: PathBuf,
+    target: Target,
+}
+
+fn yaml_value(text: &str, what: &str) -> Result<serde_json::Value, Failure> {
+    let parsed = weir_transform_yaml(text).map_err(|e| usage(anyhow!("{what}: {e}")))?;
+    Ok(parsed)
+}
+
+/// A small YAML → JSON reader for `--vars` and profiles (through the transform crate's reader).
+fn weir_transform_yaml(text: &str) -> Result<serde_json::Value, String> {
+    weir_transform::parse_yaml(Path::new("--vars"), text).map_err(|e| e.to_string())
+}
+
+fn from_weir(dir: &Path, project: &Project, args: &TransformArgs) -> Result<Resolved, Failure> {
+    let t = project.transform.clone().ok_or_else(|| {
+        usage(anyhow!(
+            "{} has no `transform:` section; add one (transform: {{ project: ./transform }}) or pass --project-dir",
+            dir.join(weir_config::PROJECT_FILE).display()
+        ))
+    })?;
+    let dbt_dir = args.project_dir.clone().unwrap_or_else(|| {
+        if t.project.is_absolute() {
+            t.project.clone()
+        } else {
+            dir.join(&t.project)
+        }
+    });
+    let kind = match &project.warehouse.target {
+        WarehouseTarget::DuckDb { .. } => "duckdb",
+        WarehouseTarget::Postgres { .. } => "postgres",
+        WarehouseTarget::BigQuery(_) => "bigquery",
+    };
+    let database = match &project.warehouse.target {
+        WarehouseTarget::BigQuery(b) => b.project.clone(),
+        _ => String::new(),
+    };
+    Ok(Resolved {
+        dbt_dir,
+        warehouse: project.warehouse.clone(),
+        base_dir: dir.to_path_buf(),
+        target: Target {
+            name: args.target.clone().unwrap_or_else(|| "weir".to_owned()),
+            kind: kind.to_owned(),
+            schema: t.schema.clone(),
+            database,
+            threads: args.threads.unwrap_or(t.threads),
+        },
+    })
+}
+
+fn profiles_dir(args: &TransformArgs) -> PathBuf {
+    if let Some(d) = &args.profiles_dir {
+        return d.clone();
+    }
+    if let Ok(d) = std::env::var("DBT_PROFILES_DIR") {
+        return PathBuf::from(d);
+    }
+    if Path::new("profiles.yml").exists() {
+        return PathBuf::from(".");
+    }
+    std::env::var("HOME").map_or_else(|_| PathBuf::from("."), |h| Path::new(&h).join(".dbt"))
+}
+
+fn from_profiles(args: &TransformArgs) -> Result<Resolved, Failure> {
+    let dbt_dir = args
+        .project_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
+    let project_file = dbt_dir.join("dbt_project.yml");
+    let project_text = std::fs::read_to_string(&project_file)
+        .map_err(|e| usage(anyhow!("{}: {e}", project_file.display())))?;
+    let project = yaml_value(&project_text, &project_file.display().to_string())?;
+    let profile = project
+        .get("profile")
+        .and_then(|v| v.as_str())
+        .or(project.get("name").and_then(|v| v.as_str()))
+        .unwrap_or("default")
+        .to_owned();
+    let dir = profiles_dir(args);
+    let file = dir.join("profiles.yml");
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| usage(anyhow!("{}: {e}", file.display())))?;
+    // profiles.yml values may use `{{ env_var('X') }}`.
+    let text = weir_transform::render_profile(&text)
+        .map_err(|e| usage(anyhow!("{}: {e}", file.display())))?;
+    let profiles = yaml_value(&text, &file.display().to_string())?;
+    let p = profiles.get(&profile).ok_or_else(|| {
+        usage(anyhow!(
+            "{}: no profile `{profile}` (named by dbt_project.yml)",
+            file.display()
+        ))
+    })?;
+    let target_name = args
+        .target
+        .clone()
+        .or(p.get("target").and_then(|v| v.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "dev".to_owned());
+    let out = p
+        .get("outputs")
+        .and_then(|o| o.get(&target_name))
+        .ok_or_else(|| {
+            usage(anyhow!(
+                "{}: profile `{profile}` has no output `{target_name}`",
+                file.display()
+            ))
+        })?;
+    let s = |k: &str| {
+        out.get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    };
+    let kind = s("type").unwrap_or_default();
+    let threads = args
+        .threads
+        .or(out
+            .get("threads")
+            .and_then(|v| v.as_u64())
+            .map(|t| t as usize))
+        .unwrap_or(4);
+    let (target, schema, database) = match kind.as_str() {
+        "duckdb" => (
+            WarehouseTarget::DuckDb {
+                path: PathBuf::from(s("path").unwrap_or_else(|| "dbt.duckdb".to_owned())),
+            },
+            s("schema").unwrap_or_else(|| "main".to_owned()),
+            String::new(),
+        ),
+        "postgres" => {
+            let url = format!(
+                "postgres://{}:{}@{}:{}/{}",
+                s("user").unwrap_or_default(),
+                s("password").or(s("pass")).unwrap_or_default(),
+                s("host").unwrap_or_else(|| "localhost".to_owned()),
+                s("port").unwrap_or_else(|| "5432".to_owned()),
+                s("dbname").or(s("database")).unwrap_or_default()
+            );
+            (
+                WarehouseTarget::Postgres {
+                    url: SecretUrl::new(url),
+                },
+                s("schema").unwrap_or_else(|| "public".to_owned()),
+                s("dbname").unwrap_or_default(),
+            )
+        }
+        "bigquery" => (
+            WarehouseTarget::BigQuery(weir_config::BigQueryConfig {
+                project: s("project").or(s("database")).unwrap_or_default(),
+                location: s("location"),
+                credentials: s("keyfile").map(PathBuf::from),
+                endpoint: s("api_endpoint"),
+                lake_uri: None,
+            }),
+            s("dataset").or(s("schema")).unwrap_or_default(),
+            s("project").unwrap_or_default(),
+        ),
+        other => {
+            return Err(usage(anyhow!(
+                "{}: adapter type `{other}` is not supported (duckdb, postgres, bigquery)",
+                file.display()
+            )))
+        }
+    };
+    Ok(Resolved {
+        dbt_dir,
+        warehouse: WarehouseConfig {
+            target,
+            ..WarehouseConfig::default()
+        },
+        base_dir: PathBuf::from("."),
+        target: Target {
+            name: target_name,
+            kind,
+            schema,
+            database,
+            threads,
+        },
+    })
+}
+
+fn line(i: usize, total: usize, r: &NodeResult) -> String {
+    let what = match r.resource_type {
+        ResourceType::Test => format!("test {}", r.name),
+        ResourceType::Seed => format!("seed file {}", r.relation),
+        ResourceType::Model => format!("{} model {}", r.materialized, r.relation),
+    };
+    let status = match r.status {
+        Status::Success => "OK",
+        Status::Pass => "PASS",
+        Status::Warn => "WARN",
+        Status::Fail => "FAIL",
+        Status::Error => "ERROR",
+        Status::Skipped => "SKIP",
+    };
+    let head = format!("{i:>3} of {total} {status} {what} ");
+    let dots = ".".repeat(80usize.saturating_sub(head.chars().count()));
+    let mut s = format!("{head}{dots} [{status} in {:.2}s]", r.seconds);
+    if !r.message.is_empty() && r.status != Status::Success {
+        s.push_str(&format!("\n      {}", r.message));
+    }
+    s
+}
+
+pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
+    let (command, args) = match cmd {
+        TransformCommand::Run(a) => (Command::Run, a),
+        TransformCommand::Test(a) => (Command::Test, a),
+        TransformCommand::Build(a) => (Command::Build, a),
+        TransformCommand::Compile(a) => (Command::Compile, a),
+        TransformCommand::Seed(a) => (Command::Seed, a),
+        TransformCommand::Ls(a) => (Command::Ls, a),
+    };
+    let weir_dir = args.weir_project.clone().or_else(|| {
+        (args.project_dir.is_none() && Path::new(weir_config::PROJECT_FILE).exists())
+            .then(|| PathBuf::from("."))
+    });
+    let resolved = match &weir_dir {
+        Some(dir) => {
+            let project = load_project(dir)?
+                .ok_or_else(|| usage(anyhow!("no weir.yml in {}", dir.display())))?;
+            from_weir(dir, &project, &args)?
+        }
+        None => from_profiles(&args)?,
+    };
+    let vars = match &args.vars {
+        Some(v) => match yaml_value(v, "--vars")? {
+            serde_json::Value::Object(m) => m,
+            _ => return Err(usage(anyhow!("--vars must be a YAML mapping"))),
+        },
+        None => serde_json::Map::new(),
+    };
+    let opts = ProjectOptions {
+        target: resolved.target.clone(),
+        vars,
+        full_refresh: args.full_refresh,
+    };
+    let t0 = std::time::Instant::now();
+    let project = weir_transform::load_project(&resolved.dbt_dir, &opts).map_err(usage)?;
+    let parsed = t0.elapsed().as_secs_f64();
+    let selector = Selector {
+        select: args.select.clone(),
+        exclude: args.exclude.clone(),
+    };
+    if command == Command::Ls {
+        let types = [ResourceType::Seed, ResourceType::Model, ResourceType::Test];
+        for id in weir_transform::select(&project, &selector, &types).map_err(usage)? {
+            println!("{id}");
+        }
+        return Ok(());
+    }
+    let wh = weir_warehouse::open(&resolved.warehouse, &resolved.base_dir, "")
+        .await
+        .map_err(usage)?;
+    let wh: Arc<dyn weir_warehouse::Warehouse> = Arc::from(wh);
+    println!(
+        "Found {} models, {} tests, {} seeds, {} sources (parsed in {parsed:.2}s); target {} ({}) on {}",
+        project.nodes.values().filter(|n| n.resource_type == ResourceType::Model).count(),
+        project.nodes.values().filter(|n| n.resource_type == ResourceType::Test).count(),
+        project.nodes.values().filter(|n| n.resource_type == ResourceType::Seed).count(),
+        project.sources.len(),
+        resolved.target.name,
+        resolved.target.kind,
+        wh.describe_target()
+    );
+    let run_opts = RunOptions {
+        command,
+        selector,
+        threads: resolved.target.threads,
+        fail_fast: args.fail_fast,
+    };
+    let project = Arc::new(project);
+    let summary = weir_transform::execute(project, wh, &run_opts, &|i, total, r| {
+        println!("{}", line(i, total, r))
+    })
+    .await
+    .map_err(usage)?;
+    println!(
+        "\nFinished running {} node(s) in {:.2}s.\nDone. PASS={} WARN={} ERROR={} SKIP={} TOTAL={}",
+        summary.results.len(),
+        summary.seconds,
+        summary.count(Status::Success) + summary.count(Status::Pass),
+        summary.count(Status::Warn),
+        summary.count(Status::Error) + summary.count(Status::Fail),
+        summary.count(Status::Skipped),
+        summary.results.len()
+    );
+    if summary.failed() {
+        return Err(anyhow!(
+            "{} node(s) failed",
+            summary.count(Status::Error) + summary.count(Status::Fail)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `weir demo`'s transform step: `build` of the project's dbt project, quietly;
+/// returns a one-line summary, or fails when a node failed.
+pub async fn build_for_demo(dir: &Path) -> Result<String, Failure> {
+    let project =
+        load_project(dir)?.ok_or_else(|| usage(anyhow!("no weir.yml in {}", dir.display())))?;
+    let args = TransformArgs {
+        weir_project: Some(dir.to_path_buf()),
+        project_dir: None,
+        profiles_dir: None,
+        target: None,
+        select: Vec::new(),
+        exclude: Vec::new(),
+        vars: None,
+        threads: None,
+        full_refresh: false,
+        fail_fast: false,
+    };
+    let resolved = from_weir(dir, &project, &args)?;
+    let opts = ProjectOptions {
+        target: resolved.target.clone(),
+        vars: serde_json::Map::new(),
+        full_refresh: false,
+    };
+    let dbt = weir_transform::load_project(&resolved.dbt_dir, &opts).map_err(usage)?;
+    let wh = weir_warehouse::open(&resolved.warehouse, &resolved.base_dir, "")
+        .await
+        .map_err(usage)?;
+    let run_opts = RunOptions {
+        command: Command::Build,
+        selector: Selector::default(),
+        threads: resolved.target.threads,
+        fail_fast: false,
+    };
+    let summary =
+        weir_transform::execute(Arc::new(dbt), Arc::from(wh), &run_opts, &|i, total, r| {
+            if !matches!(r.status, Status::Success | Status::Pass) {
+                println!("{}", line(i, total, r));
+            }
+        })
+        .await
+        .map_err(usage)?;
+    if summary.failed() {
+        return Err(anyhow!("the Olist models failed to build").into());
+    }
+    let models = summary
+        .results
+        .iter()
+        .filter(|r| r.resource_type == ResourceType::Model)
+        .count();
+    let tests = summary
+        .results
+        .iter()
+        .filter(|r| r.resource_type == ResourceType::Test)
+        .count();
+    Ok(format!(
+        "{models} models, {tests} tests: PASS={} WARN={}",
+        summary.count(Status::Success) + summary.count(Status::Pass),
+        summary.count(Status::Warn)
+    ))
+}
