@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 pub use graph::{select, Selector};
 pub use project::{load_project, Node, Project, ProjectOptions, ResourceType, Target};
-pub use run::{execute, Command, NodeResult, RunOptions, RunSummary, Status};
+pub use run::{execute, write_manifest, Command, NodeResult, RunOptions, RunSummary, Status};
 
 /// Read a YAML text (dbt's files, `--vars`) as a JSON value.
 pub fn parse_yaml(file: &std::path::Path, text: &str) -> Result<serde_json::Value, TransformError> {

@@ -186,6 +186,26 @@ async fn shop(kind: &str, wh: Arc<dyn Warehouse>) {
         results["results"].as_array().unwrap().len(),
         s.results.len()
     );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["nodes"]["model.shop.customer_totals"]["depends_on"]["nodes"],
+        serde_json::json!([
+            "model.shop.eph_big_orders",
+            "model.shop.stg_orders",
+            "seed.shop.customers"
+        ])
+    );
+    assert_eq!(
+        manifest["nodes"]["model.shop.customer_totals"]["schema"],
+        "analytics_marts"
+    );
+    assert!(manifest["child_map"]["source.shop.app.orders"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("model.shop.stg_orders")));
 
     // Incremental: a changed row and a new one; only the recent ids are re-read and merged.
     wh.execute_atomic(&[

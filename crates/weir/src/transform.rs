@@ -308,6 +308,7 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
         exclude: args.exclude.clone(),
     };
     if command == Command::Ls {
+        weir_transform::write_manifest(&project);
         let types = [ResourceType::Seed, ResourceType::Model, ResourceType::Test];
         for id in weir_transform::select(&project, &selector, &types).map_err(usage)? {
             println!("{id}");
