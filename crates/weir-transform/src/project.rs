@@ -505,21 +505,7 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                         continue;
                     }
                 };
-                let stem = f
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("")
-                    .to_owned();
-                let rel_to_root = f.strip_prefix(mp).unwrap_or(&f);
-                let mut fqn = vec![name.clone()];
-                fqn.extend(
-                    rel_to_root
-                        .parent()
-                        .into_iter()
-                        .flat_map(|p| p.components())
-                        .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-                );
-                fqn.push(stem.clone());
+                let (stem, fqn) = name_and_fqn(&name, mp, &f);
                 let mut config = tree_config(tree, &fqn);
                 if let Some(p) = props.get(&stem) {
                     if rtype == ResourceType::Model {
@@ -548,21 +534,7 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
     }
     for sp in &seed_paths {
         for f in files(dir, sp, "csv") {
-            let stem = f
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("")
-                .to_owned();
-            let rel_to_root = f.strip_prefix(sp).unwrap_or(&f);
-            let mut fqn = vec![name.clone()];
-            fqn.extend(
-                rel_to_root
-                    .parent()
-                    .into_iter()
-                    .flat_map(|p| p.components())
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-            );
-            fqn.push(stem.clone());
+            let (stem, fqn) = name_and_fqn(&name, sp, &f);
             let mut config = tree_config(&seeds_tree, &fqn);
             if let Some(p) = props.get(&stem) {
                 merge_config(&mut config, &p.config);
@@ -700,6 +672,27 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
     } else {
         Err(Problems(problems))
     }
+}
+
+/// A node's name (the file stem) and fqn (project, folders below the
+/// resource path, name) from its path relative to the project.
+fn name_and_fqn(project: &str, resource_path: &str, file: &Path) -> (String, Vec<String>) {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+        .to_owned();
+    let below = file.strip_prefix(resource_path).unwrap_or(file);
+    let mut fqn = vec![project.to_owned()];
+    fqn.extend(
+        below
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.components())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    fqn.push(stem.clone());
+    (stem, fqn)
 }
 
 /// `tests:` or `data_tests:` of a model, column or source table.

@@ -544,3 +544,61 @@ async fn olist_models_answer_like_plain_sql_on_postgres() {
     ))
     .await;
 }
+
+#[test]
+fn a_dbt_project_runs_from_profiles_yml_with_dbt_like_output() {
+    let dir = temp_dir();
+    let files: &[(&str, &str)] = &[
+        ("dbt_project.yml", "name: p\nprofile: p\n"),
+        (
+            "profiles.yml",
+            "p:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: \"{{ env_var('WEIR_TEST_DUCK') }}\"\n      schema: main\n      threads: 2\n",
+        ),
+        ("models/a.sql", "select 1 as id"),
+        ("models/b.sql", "select id from {{ ref('a') }} where id > {{ var('min', 0) }}"),
+        ("models/schema.yml", "version: 2\nmodels:\n  - name: b\n    columns:\n      - name: id\n        tests: [unique]\n"),
+    ];
+    for (p, t) in files {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, t).unwrap();
+    }
+    let duck = dir.path().join("out.duckdb").display().to_string();
+    let env = [("WEIR_TEST_DUCK", duck.as_str())];
+    let args = [
+        "transform",
+        "build",
+        "--project-dir",
+        ".",
+        "--profiles-dir",
+        ".",
+    ];
+    let out = weir_env(&args, dir.path(), &env);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("OK table model main.a") || all.contains("OK view model main.a"),
+        "{all}"
+    );
+    assert!(all.contains("PASS test unique_b_id"), "{all}");
+    assert!(
+        all.contains("Done. PASS=3 WARN=0 ERROR=0 SKIP=0 TOTAL=3"),
+        "{all}"
+    );
+    assert!(std::path::Path::new(&duck).exists());
+    // A model that fails: exit 1, the model named with its file.
+    std::fs::write(dir.path().join("models/a.sql"), "select nope from nowhere").unwrap();
+    let out = weir_env(&args, dir.path(), &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("a (models/a.sql)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("SKIP view model main.b"),
+        "{}",
+        text(&out)
+    );
+    // A Jinja error is a project error, before anything runs: exit 2 with file and line.
+    std::fs::write(dir.path().join("models/a.sql"), "select 1\n{{ ref( }}").unwrap();
+    let out = weir_env(&args, dir.path(), &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("models/a.sql:2"), "{}", text(&out));
+}
