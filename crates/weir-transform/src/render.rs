@@ -58,7 +58,6 @@ enum Mode {
 }
 
 /// Per-render state, reached by the context functions through `__weir`.
-#[derive(Debug)]
 struct Ctx {
     mode: Mode,
     captured: Mutex<Captured>,
@@ -68,9 +67,140 @@ struct Ctx {
     sources: Arc<HashMap<(String, String), Relation>>,
     vars: Arc<Map<String, serde_json::Value>>,
     quote: fn(&str) -> String,
+    /// For `run_query` at compile time (dbt's `execute` is true then).
+    warehouse: Option<Arc<dyn weir_warehouse::Warehouse>>,
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ctx({:?})", self.mode)
+    }
 }
 
 impl Object for Ctx {}
+
+/// The result of `run_query`: `rows`, `columns` (each with `name` and
+/// `values()`), `column_names`, and iteration over rows, like dbt's agate table.
+#[derive(Debug)]
+struct Table {
+    names: Vec<String>,
+    rows: Vec<Value>,
+    columns: Vec<Value>,
+}
+
+#[derive(Debug)]
+struct TableColumn {
+    name: String,
+    values: Vec<Value>,
+}
+
+impl Object for TableColumn {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        (key.as_str()? == "name").then(|| Value::from(self.name.clone()))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, Error> {
+        match method {
+            "values" => Ok(Value::from(self.values.clone())),
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+impl Object for Table {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "rows" => Some(Value::from(self.rows.clone())),
+            "columns" => Some(Value::from(self.columns.clone())),
+            "column_names" => Some(Value::from(self.names.clone())),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(self.rows.clone())
+    }
+}
+
+fn cell(array: &dyn arrow::array::Array, i: usize) -> Value {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+    if array.is_null(i) {
+        return Value::from(());
+    }
+    match array.data_type() {
+        DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(i)),
+        DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(i)),
+        DataType::Float64 => Value::from(array.as_primitive::<Float64Type>().value(i)),
+        DataType::Boolean => Value::from(array.as_boolean().value(i)),
+        DataType::Utf8 => Value::from(array.as_string::<i32>().value(i).to_owned()),
+        _ => Value::from(
+            arrow::util::display::ArrayFormatter::try_new(array, &Default::default())
+                .map(|f| f.value(i).to_string())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+fn table(result: &weir_warehouse::QueryResult) -> Table {
+    let names: Vec<String> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut cols: Vec<Vec<Value>> = vec![Vec::new(); names.len()];
+    let mut rows = Vec::new();
+    for b in &result.batches {
+        for i in 0..b.num_rows() {
+            let row: Vec<Value> = b.columns().iter().map(|c| cell(c.as_ref(), i)).collect();
+            for (j, v) in row.iter().enumerate() {
+                cols[j].push(v.clone());
+            }
+            rows.push(Value::from(row));
+        }
+    }
+    let columns = names
+        .iter()
+        .zip(cols)
+        .map(|(n, values)| {
+            Value::from_object(TableColumn {
+                name: n.clone(),
+                values,
+            })
+        })
+        .collect();
+    Table {
+        names,
+        rows,
+        columns,
+    }
+}
+
+/// `run_query(sql)`: at parse time `none` (as dbt, where `execute` is false);
+/// at compile time the query runs on the warehouse.
+fn run_query_fn(state: &State, sql: String) -> Result<Value, Error> {
+    let c = ctx(state)?;
+    let Some(wh) = c.warehouse.clone().filter(|_| c.mode == Mode::Compile) else {
+        return Ok(Value::from(()));
+    };
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("run_query: {e}")))?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "run_query needs Tokio's multi-threaded runtime",
+        ));
+    }
+    let result = tokio::task::block_in_place(|| handle.block_on(wh.query(&sql)))
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("run_query: {e}")))?;
+    Ok(Value::from_object(table(&result)))
+}
 
 fn ctx(state: &State) -> Result<Arc<Ctx>, Error> {
     state
@@ -401,6 +531,7 @@ impl Renderer {
         env.add_function("env_var", env_var_fn);
         env.add_function("is_incremental", is_incremental_fn);
         env.add_function("log", log_fn);
+        env.add_function("run_query", run_query_fn);
         env.add_global("config", Value::from_object(ConfigObj));
         env.add_global("exceptions", Value::from_object(Exceptions));
         let quote: fn(&str) -> String = if target.kind == "bigquery" {
@@ -473,8 +604,14 @@ impl Renderer {
         })))
     }
 
-    fn ctx(&self, mode: Mode, is_incremental: bool) -> Arc<Ctx> {
+    fn ctx(
+        &self,
+        mode: Mode,
+        is_incremental: bool,
+        warehouse: Option<Arc<dyn weir_warehouse::Warehouse>>,
+    ) -> Arc<Ctx> {
         Arc::new(Ctx {
+            warehouse,
             mode,
             captured: Mutex::new(Captured::default()),
             ephemerals: Mutex::new(Vec::new()),
@@ -489,6 +626,7 @@ impl Renderer {
     fn context(&self, c: &Arc<Ctx>, node: &Node, this: Value) -> Value {
         let mut m: BTreeMap<&str, Value> = BTreeMap::new();
         m.insert("__weir", Value::from_dyn_object(c.clone()));
+        m.insert("execute", Value::from(c.mode == Mode::Compile));
         m.insert(
             "__config",
             json_to_value(&serde_json::Value::Object(node.config.clone())),
@@ -528,7 +666,7 @@ impl Renderer {
 
     /// Parse-time render: what the node refs, which sources it reads, its `config()`.
     pub fn parse_node(&self, node: &Node) -> Result<Captured, TransformError> {
-        let c = self.ctx(Mode::Parse, false);
+        let c = self.ctx(Mode::Parse, false, None);
         let this = Value::from_object(Relation {
             schema: String::new(),
             identifier: node.name.clone(),
@@ -548,7 +686,7 @@ impl Renderer {
     ) -> Result<String, TransformError> {
         let call_args: Vec<&str> = args.iter().map(|(k, _)| *k).collect();
         let source = format!("{}{{{{ {name}({}) }}}}", self.imports, call_args.join(", "));
-        let c = self.ctx(Mode::Parse, false);
+        let c = self.ctx(Mode::Parse, false, None);
         let mut m: BTreeMap<String, Value> = BTreeMap::new();
         m.insert("__weir".into(), Value::from_dyn_object(c));
         m.insert("target".into(), self.target_value());
@@ -679,8 +817,9 @@ impl Renderer {
         node: &Node,
         nodes: &BTreeMap<String, Node>,
         is_incremental: bool,
+        warehouse: Option<&Arc<dyn weir_warehouse::Warehouse>>,
     ) -> Result<String, TransformError> {
-        let c = self.ctx(Mode::Compile, is_incremental);
+        let c = self.ctx(Mode::Compile, is_incremental, warehouse.cloned());
         let this = Value::from_object(Relation {
             schema: node.schema.clone(),
             identifier: node.alias.clone(),
@@ -697,7 +836,7 @@ impl Renderer {
                 continue;
             };
             // An ephemeral model may use other ephemerals: they come first.
-            let inner = self.compile(eph, nodes, false)?;
+            let inner = self.compile(eph, nodes, false, warehouse)?;
             let (inner_ctes, body) = split_with(&inner);
             for cte in inner_ctes {
                 if !ctes.contains(&cte) {
@@ -752,7 +891,7 @@ impl Renderer {
         }
         let kw: Vec<String> = named.iter().map(|(k, _)| format!("{k}={k}")).collect();
         let source = format!("{}{{{{ {macro_name}({}) }}}}", self.imports, kw.join(", "));
-        let c = self.ctx(Mode::Compile, false);
+        let c = self.ctx(Mode::Compile, false, None);
         let mut m: BTreeMap<String, Value> = BTreeMap::new();
         m.insert("__weir".into(), Value::from_dyn_object(c));
         m.insert("target".into(), self.target_value());

@@ -253,10 +253,11 @@ fn drop_stmt(d: Dialect, kind: Option<&str>, rel: &str) -> Option<String> {
 /// Build one model; returns a message like `CREATE VIEW`.
 async fn materialise(
     project: &Project,
-    wh: &dyn Warehouse,
+    wh_arc: &Arc<dyn Warehouse>,
     node: &Node,
     sql: &str,
 ) -> Result<String, String> {
+    let wh = wh_arc.as_ref();
     let d = dialect(project);
     let rel = d.relation(&node.schema, &node.alias);
     let kind = relation_type(wh, d, &node.schema, &node.alias).await?;
@@ -292,7 +293,7 @@ async fn materialise(
             wh.execute_atomic(&stmts).await.map_err(err)?;
             Ok("CREATE TABLE".into())
         }
-        "incremental" => incremental(project, wh, node, &rel, kind.as_deref()).await,
+        "incremental" => incremental(project, wh_arc, node, &rel, kind.as_deref()).await,
         "ephemeral" => Ok("EPHEMERAL".into()),
         other => Err(format!("unknown materialization `{other}`")),
     }
@@ -300,11 +301,12 @@ async fn materialise(
 
 async fn incremental(
     project: &Project,
-    wh: &dyn Warehouse,
+    wh_arc: &Arc<dyn Warehouse>,
     node: &Node,
     rel: &str,
     kind: Option<&str>,
 ) -> Result<String, String> {
+    let wh = wh_arc.as_ref();
     let d = dialect(project);
     let full = project.full_refresh
         || node.config.get("full_refresh").and_then(Value::as_bool) == Some(true);
@@ -312,7 +314,7 @@ async fn incremental(
     if kind.is_none() || full || kind == Some("VIEW") {
         let sql = project
             .renderer
-            .compile(node, &project.nodes, false)
+            .compile(node, &project.nodes, false, Some(wh_arc))
             .map_err(|e| e.to_string())?;
         let tmp = d.relation(&node.schema, &format!("{}__weir_tmp", node.alias));
         let mut stmts = vec![
@@ -329,7 +331,7 @@ async fn incremental(
     }
     let sql = project
         .renderer
-        .compile(node, &project.nodes, true)
+        .compile(node, &project.nodes, true, Some(wh_arc))
         .map_err(|e| e.to_string())?;
     let tmp_name = format!("{}__weir_incr", node.alias);
     let tmp = d.relation(&node.schema, &tmp_name);
@@ -612,14 +614,14 @@ async fn run_node(
             ResourceType::Model => {
                 let sql = project
                     .renderer
-                    .compile(node, &project.nodes, false)
+                    .compile(node, &project.nodes, false, Some(&wh))
                     .map_err(|e| e.to_string())?;
                 write_file(&target_file(&project, "compiled", node), &sql);
                 if command == Command::Compile {
                     return Ok((Status::Success, "compiled".into(), None));
                 }
                 write_file(&target_file(&project, "run", node), &sql);
-                materialise(&project, wh.as_ref(), node, &sql)
+                materialise(&project, &wh, node, &sql)
                     .await
                     .map(|m| (Status::Success, m, None))
             }
@@ -629,7 +631,7 @@ async fn run_node(
                 } else {
                     project
                         .renderer
-                        .compile(node, &project.nodes, false)
+                        .compile(node, &project.nodes, false, Some(&wh))
                         .map_err(|e| e.to_string())?
                 };
                 write_file(&target_file(&project, "compiled", node), &sql);

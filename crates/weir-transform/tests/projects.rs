@@ -61,6 +61,10 @@ const SHOP: &[(&str, &str)] = &[
         "version: 2\nmodels:\n  - name: customer_totals\n    columns:\n      - name: id\n        tests:\n          - unique\n          - not_null\n          - relationships: {to: ref('customers'), field: id}\n      - name: name\n        tests:\n          - accepted_values: {values: [Ana, Bo, Cy]}\n      - name: total\n        tests:\n          - is_positive:\n              config: {severity: warn}\n  - name: orders_incr\n    columns:\n      - name: amount\n        tests: [is_positive]\n",
     ),
     (
+        "models/marts/pivot.sql",
+        "{% set q %}select distinct customer_id from {{ ref('stg_orders') }} order by 1{% endset %}\n{% set res = run_query(q) %}\n{% if execute %}{% set ids = res.columns[0].values() %}{% else %}{% set ids = [] %}{% endif %}\nselect\n{%- for i in ids %}\n  sum(case when customer_id = {{ i }} then amount else 0 end) as c{{ i }},\n{%- endfor %}\n  count(*) as n\nfrom {{ ref('stg_orders') }}\n",
+    ),
+    (
         "tests/totals_match.sql",
         "select * from (select (select sum(total) from {{ ref('customer_totals') }}) as a, (select sum(amount) from {{ ref('stg_orders') }}) as b) t where a <> b\n",
     ),
@@ -138,6 +142,11 @@ async fn shop(kind: &str, wh: Arc<dyn Warehouse>) {
     assert_eq!(st["stg_orders"], "success");
     assert_eq!(st["customer_totals"], "success");
     assert_eq!(st["totals_match"], "pass");
+    // run_query at compile time: one column per customer with orders.
+    assert_eq!(
+        scalar(&wh, "SELECT c1 + c2 FROM analytics_marts.pivot").await,
+        "220"
+    );
     assert!(!st.contains_key("eph_big_orders") || st["eph_big_orders"] == "success");
     // Cy has no orders: total 0 is not positive, a warning by config.
     assert_eq!(st["is_positive_customer_totals_total"], "warn");
@@ -178,6 +187,32 @@ async fn shop(kind: &str, wh: Arc<dyn Warehouse>) {
         compiled.contains("\"analytics\".\"customers\""),
         "{compiled}"
     );
+    // Every compiled file, and each node's status, against reviewed golden files
+    // (`UPDATE_EXPECT=1` rewrites them); DuckDB and PostgreSQL share them.
+    let mut compiled_all = String::new();
+    let compiled_dir = dir.path().join("target/compiled/shop");
+    let mut files = Vec::new();
+    let mut stack = vec![compiled_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        compiled_all.push_str(&format!(
+            "-- {}\n{}\n",
+            f.strip_prefix(&compiled_dir).unwrap().display(),
+            std::fs::read_to_string(&f).unwrap().trim_end()
+        ));
+    }
+    check_golden("shop_compiled.sql", &compiled_all);
+    let statuses_text: String = st.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    check_golden("shop_build_statuses.txt", &statuses_text);
     let results: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap(),
     )
@@ -253,7 +288,7 @@ async fn shop(kind: &str, wh: Arc<dyn Warehouse>) {
     );
     assert_eq!(
         names(&["stg_orders+"], &["tag:incr"]),
-        ["customer_totals", "eph_big_orders", "stg_orders"]
+        ["customer_totals", "eph_big_orders", "pivot", "stg_orders"]
     );
     assert_eq!(
         names(&["tag:mart,path:models/marts/orders_incr.sql"], &[]),
@@ -263,14 +298,15 @@ async fn shop(kind: &str, wh: Arc<dyn Warehouse>) {
     assert_eq!(names(&["resource_type:seed"], &[]), ["customers"]);
 }
 
-#[tokio::test]
+// run_query blocks on the warehouse from inside a render: a multi-threaded runtime, as the CLI has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop_builds_on_duckdb() {
     let dir = temp_dir();
     let wh: Arc<dyn Warehouse> = Arc::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap());
     shop("duckdb", wh).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop_builds_on_postgres() {
     let db = TestDb::new().await;
     let wh: Arc<dyn Warehouse> =
@@ -353,5 +389,23 @@ fn every_project_error_is_reported_at_once() {
     assert!(
         problems.contains("dependency cycle: a -> b -> a"),
         "{problems}"
+    );
+}
+
+fn check_golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        got,
+        want,
+        "golden {} differs (UPDATE_EXPECT=1 rewrites it after review)",
+        path.display()
     );
 }
