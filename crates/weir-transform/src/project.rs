@@ -416,11 +416,16 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                         problems.push(config_err(&f, format!("sources[{i}]"), "missing `name`"));
                         continue;
                     };
-                    let schema = s
-                        .get("schema")
-                        .and_then(Value::as_str)
-                        .unwrap_or(sname)
-                        .to_owned();
+                    // dbt renders Jinja in these values: `schema: "{{ env_var('RAW', 'raw') }}"`.
+                    let schema = match renderer
+                        .render_text(&f, s.get("schema").and_then(Value::as_str).unwrap_or(sname))
+                    {
+                        Ok(v) => v,
+                        Err(e) => {
+                            problems.push(e);
+                            continue;
+                        }
+                    };
                     for t in s
                         .get("tables")
                         .and_then(Value::as_array)
@@ -438,11 +443,17 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                                 source_name: sname.to_owned(),
                                 name: tname.to_owned(),
                                 schema: schema.clone(),
-                                identifier: t
-                                    .get("identifier")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or(tname)
-                                    .to_owned(),
+                                identifier: renderer
+                                    .render_text(
+                                        &f,
+                                        t.get("identifier")
+                                            .and_then(Value::as_str)
+                                            .unwrap_or(tname),
+                                    )
+                                    .unwrap_or_else(|e| {
+                                        problems.push(e);
+                                        tname.to_owned()
+                                    }),
                                 path: f.clone(),
                             },
                         );

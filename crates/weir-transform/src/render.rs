@@ -664,6 +664,22 @@ impl Renderer {
             .map_err(|e| render_error(&node.name, &node.path, &e, &self.macro_lines))
     }
 
+    /// Render a value from a property file (`var`, `env_var`, `target` work).
+    pub fn render_text(&self, file: &Path, text: &str) -> Result<String, TransformError> {
+        if !text.contains("{{") && !text.contains("{%") {
+            return Ok(text.to_owned());
+        }
+        let c = self.ctx(Mode::Parse, false, None);
+        let mut m: BTreeMap<String, Value> = BTreeMap::new();
+        m.insert("__weir".into(), Value::from_dyn_object(c));
+        m.insert("target".into(), self.target_value());
+        // Not the file's own name: minijinja would JSON-escape output for `.yml`.
+        self.env
+            .render_named_str(&format!("{} (value)", file.display()), text, Value::from(m))
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| render_error(&file.to_string_lossy(), file, &e, &self.macro_lines))
+    }
+
     /// Parse-time render: what the node refs, which sources it reads, its `config()`.
     pub fn parse_node(&self, node: &Node) -> Result<Captured, TransformError> {
         let c = self.ctx(Mode::Parse, false, None);

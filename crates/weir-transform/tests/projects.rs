@@ -38,7 +38,7 @@ const SHOP: &[(&str, &str)] = &[
     ("seeds/customers.csv", "id,name,signup_date,vip\n1,Ana,2024-01-05,true\n2,Bo,2024-02-10,false\n3,Cy,,false\n"),
     (
         "models/sources.yml",
-        "version: 2\nsources:\n  - name: app\n    schema: app\n    tables:\n      - name: orders\n        columns:\n          - name: id\n            tests: [unique]\n",
+        "version: 2\nsources:\n  - name: app\n    schema: \"{{ var('app_schema', 'app') }}\"\n    tables:\n      - name: orders\n        columns:\n          - name: id\n            tests: [unique]\n",
     ),
     (
         "models/staging/stg_orders.sql",
