@@ -113,3 +113,25 @@ pub fn project(weir_yml: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("weir.yml"), weir_yml).expect("write weir.yml");
     dir
 }
+
+/// Compare `got` with the golden file `<crate_dir>/tests/golden/<name>`;
+/// `UPDATE_EXPECT=1` rewrites the file instead (review the diff before committing).
+pub fn check_golden(crate_dir: &str, name: &str, got: &str) {
+    let path = std::path::Path::new(crate_dir)
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("create the golden folder");
+        }
+        std::fs::write(&path, got).expect("write the golden file");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        got,
+        want,
+        "golden {} differs (UPDATE_EXPECT=1 rewrites it after review)",
+        path.display()
+    );
+}

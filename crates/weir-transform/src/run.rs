@@ -585,7 +585,6 @@ async fn run_node(
 ) -> NodeResult {
     let t0 = Instant::now();
     let node = &project.nodes[&id];
-    let d = dialect(&project);
     let mut res = NodeResult {
         unique_id: id.clone(),
         name: node.name.clone(),
@@ -694,7 +693,6 @@ async fn run_node(
         }
     }
     .await;
-    let _ = d;
     match outcome {
         Ok((status, message, failures)) => {
             res.status = status;

@@ -95,18 +95,15 @@ pub fn staging_name(table: &str) -> String {
 /// reported in the summary while the others go on.
 pub async fn load(wh: &dyn Warehouse, lake: &Lake, opts: &LoadOptions) -> Result<LoadSummary> {
     let started = Instant::now();
+    // One listing answers both "which is the latest" and "does this run exist".
+    let runs = lake.list_runs().await?;
     let run_id = match &opts.run {
         Some(r) if r != "latest" => r.clone(),
-        _ => lake
-            .list_runs()
-            .await?
-            .pop()
-            .ok_or_else(|| WarehouseError::NoRun {
-                project: lake.project().to_owned(),
-                lake: lake.url().to_owned(),
-            })?,
+        _ => runs.last().cloned().ok_or_else(|| WarehouseError::NoRun {
+            project: lake.project().to_owned(),
+            lake: lake.url().to_owned(),
+        })?,
     };
-    let runs = lake.list_runs().await?;
     if !runs.contains(&run_id) {
         return Err(WarehouseError::UnknownRun {
             run: run_id,
@@ -218,7 +215,7 @@ fn reconcile(
     table: &str,
     existing: &[Column],
     incoming: &[Column],
-) -> Result<(Vec<Column>, Vec<Column>, Option<WarehouseError>)> {
+) -> (Vec<Column>, Vec<Column>, Option<WarehouseError>) {
     let mut add = Vec::new();
     let mut widen = Vec::new();
     let mut lossy = None;
@@ -239,7 +236,7 @@ fn reconcile(
             },
         }
     }
-    Ok((add, widen, lossy))
+    (add, widen, lossy)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -271,7 +268,7 @@ async fn load_table(
     let existing = wh.describe(&opts.schema, table).await?;
     let (add, widen) = match &existing {
         Some(old) => {
-            let (add, widen, lossy) = reconcile(table, old, &columns)?;
+            let (add, widen, lossy) = reconcile(table, old, &columns);
             if let (Some(e), LoadMode::Append | LoadMode::Merge) = (lossy, mode) {
                 return Err(e);
             }

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{duckdb, extract_into, extract_to, load_ok, opts, postgres, rows};
 use weir_config::{LakeFormat, LoadMode};
 use weir_testkit::{temp_dir, TestDb};
@@ -171,20 +169,7 @@ async fn duckdb_round_trip(format: LakeFormat, streamed: bool) {
 }
 
 fn check_golden(name: &str, got: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        got,
-        want,
-        "golden {} differs (UPDATE_EXPECT=1 to rewrite after review)",
-        path.display()
-    );
+    weir_testkit::check_golden(env!("CARGO_MANIFEST_DIR"), name, got);
 }
 
 #[tokio::test]

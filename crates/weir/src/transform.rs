@@ -69,14 +69,9 @@ struct Resolved {
     target: Target,
 }
 
+/// YAML (`--vars`, dbt_project.yml, profiles.yml) as JSON, through the transform crate's reader.
 fn yaml_value(text: &str, what: &str) -> Result<serde_json::Value, Failure> {
-    let parsed = weir_transform_yaml(text).map_err(|e| usage(anyhow!("{what}: {e}")))?;
-    Ok(parsed)
-}
-
-/// A small YAML → JSON reader for `--vars` and profiles (through the transform crate's reader).
-fn weir_transform_yaml(text: &str) -> Result<serde_json::Value, String> {
-    weir_transform::parse_yaml(Path::new("--vars"), text).map_err(|e| e.to_string())
+    weir_transform::parse_yaml(Path::new(what), text).map_err(usage)
 }
 
 fn from_weir(dir: &Path, project: &Project, args: &TransformArgs) -> Result<Resolved, Failure> {

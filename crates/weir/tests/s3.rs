@@ -90,21 +90,7 @@ async fn extract_to_an_s3_lake_with_multipart_uploads() {
             "name: shop\nsource:\n  postgres: {{ url: \"{}\" }}\nlake:\n  url: s3://weir-lake/raw/zone\n  parquet: {{ compression: none }}\n",
             db.url()
         ));
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["extract", "--json"])
-        .current_dir(dir.path())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port))
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, all) = weir_on_s3(dir.path(), moto.port, &["extract", "--json"]);
     assert!(out.status.success(), "{all}");
     assert!(!all.contains("testing-secret-key"));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -173,38 +159,42 @@ async fn extract_to_an_s3_lake_with_multipart_uploads() {
 
     // Load the run from S3 into the embedded DuckDB: the files are streamed
     // through object_store (DuckDB has no S3 extension here) and land intact.
-    let env = |c: &mut Command| {
-        c.current_dir(dir.path())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port))
-            .env("AWS_ALLOW_HTTP", "true");
-    };
-    let mut load = Command::new(env!("CARGO_BIN_EXE_weir"));
-    load.args(["load", "--json"]);
-    env(&mut load);
-    let out = load.output().unwrap();
+    let (out, all) = weir_on_s3(dir.path(), moto.port, &["load", "--json"]);
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains("testing-secret-key"));
+    let (out, all) = weir_on_s3(
+        dir.path(),
+        moto.port,
+        &[
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*), count(DISTINCT payload), sum(id) FROM raw.wide",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "count_star(),count(DISTINCT payload),sum(id)\n600000,600000,180000300000\n",
+        "{all}"
+    );
+}
+
+/// Run the weir binary in `dir` with credentials for the local S3 on `port`.
+fn weir_on_s3(dir: &std::path::Path, port: u16, args: &[&str]) -> (std::process::Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .expect("run weir");
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{all}");
-    assert!(!all.contains("testing-secret-key"));
-    let mut query = Command::new(env!("CARGO_BIN_EXE_weir"));
-    query.args([
-        "query",
-        "--format",
-        "csv",
-        "SELECT count(*), count(DISTINCT payload), sum(id) FROM raw.wide",
-    ]);
-    env(&mut query);
-    let out = query.output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "count_star(),count(DISTINCT payload),sum(id)\n600000,600000,180000300000\n",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    (out, all)
 }
