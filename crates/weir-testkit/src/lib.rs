@@ -4,9 +4,13 @@
 //! named by `WEIR_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! and drops it when the guard goes out of scope, so tests run in parallel
 //! without seeing each other's data. `.ci/run` makes sure a server answers.
+//! [`start_bqemulator`] starts a local BigQuery API for the BigQuery tests.
 
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::NoTls;
 
@@ -134,4 +138,64 @@ pub fn check_golden(crate_dir: &str, name: &str, got: &str) {
         "golden {} differs (UPDATE_EXPECT=1 rewrites it after review)",
         path.display()
     );
+}
+
+/// A running bqemulator (BigQuery's REST API, from PyPI); killed on drop.
+pub struct BqEmulator {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for BqEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start the emulator with `gcs_root` as its bucket folder; wait until it answers.
+pub fn start_bqemulator(gcs_root: &Path) -> BqEmulator {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-bqemulator.py");
+    let (port, grpc) = (free_port(), free_port());
+    let log = std::fs::File::create(gcs_root.join("emulator.log")).unwrap();
+    let child = Command::new("python3")
+        .arg(&script)
+        .args([
+            "start",
+            "--rest-port",
+            &port.to_string(),
+            "--grpc-port",
+            &grpc.to_string(),
+        ])
+        .args(["--project", "test"])
+        .env("BQEMU_ENABLE_FORMAT_EXTENSIONS", "false")
+        .env("BQEMU_GCS_LOCAL_ROOT", gcs_root)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("python3 must be installed (scripts/test installs bqemulator)");
+    let mut emu = BqEmulator { child, port };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return emu;
+        }
+        if let Ok(Some(status)) = emu.child.try_wait() {
+            let log = std::fs::read_to_string(gcs_root.join("emulator.log")).unwrap_or_default();
+            panic!("bqemulator exited with {status}:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bqemulator did not start in 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

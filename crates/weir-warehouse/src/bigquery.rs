@@ -23,8 +23,8 @@ use weir_config::{BigQueryConfig, LakeFormat};
 use crate::text_result;
 use crate::types::{LINEAGE_LOADED_AT, LINEAGE_RUN_ID};
 use crate::{
-    Column, Dialect, Publish, QueryResult, Rejected, Result, StageOutcome, StageRequest, Warehouse,
-    WarehouseError,
+    Column, Dialect, Publish, QueryResult, Rejected, RelationKind, Result, StageOutcome,
+    StageRequest, Warehouse, WarehouseError,
 };
 
 const DEFAULT_ENDPOINT: &str = "https://bigquery.googleapis.com";
@@ -470,6 +470,25 @@ impl Warehouse for BigQuery {
             })
             .collect();
         text_result(&columns, &cells, "true")
+    }
+
+    async fn relation_kind(&self, schema: &str, name: &str) -> Result<Option<RelationKind>> {
+        let (status, v) = self
+            .request(reqwest::Method::GET, &self.table_path(schema, name), None)
+            .await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            return Err(bq_err(format!(
+                "looking up {schema}.{name}: HTTP {status}: {}",
+                error_message(&v)
+            )));
+        }
+        Ok(Some(match v["type"].as_str() {
+            Some("VIEW") | Some("MATERIALIZED_VIEW") => RelationKind::View,
+            _ => RelationKind::Table,
+        }))
     }
 
     async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {

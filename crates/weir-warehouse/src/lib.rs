@@ -214,6 +214,13 @@ pub struct Publish<'a> {
     pub primary_key: &'a [String],
 }
 
+/// What a relation in the warehouse is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    Table,
+    View,
+}
+
 /// A warehouse: where loads land and models run.
 ///
 /// Methods are async; the embedded DuckDB runs its work on blocking threads.
@@ -250,6 +257,31 @@ pub trait Warehouse: Send + Sync {
             self.execute(s).await?;
         }
         Ok(())
+    }
+
+    /// Whether `schema.name` is a table or a view, or `None` if it is neither.
+    async fn relation_kind(&self, schema: &str, name: &str) -> Result<Option<RelationKind>> {
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
+            d.literal(schema),
+            d.literal(name)
+        );
+        let r = self.query(&sql).await?;
+        let Some(b) = r.batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let text = arrow::util::display::ArrayFormatter::try_new(
+            b.column(0).as_ref(),
+            &Default::default(),
+        )
+        .map(|f| f.value(0).to_string())
+        .unwrap_or_default();
+        Ok(Some(if text.eq_ignore_ascii_case("VIEW") {
+            RelationKind::View
+        } else {
+            RelationKind::Table
+        }))
     }
 
     /// Drop a table if it exists.

@@ -3,74 +3,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::{extract_to, load_ok, opts, rows, scalar};
 use weir_config::{BigQueryConfig, LakeFormat, LoadMode};
-use weir_testkit::{temp_dir, TestDb};
+use weir_testkit::{start_bqemulator as start_emulator, temp_dir, TestDb};
 use weir_warehouse::{BigQuery, Warehouse};
-
-struct Emulator {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start the emulator with `gcs_root` as its bucket folder; wait until it answers.
-fn start_emulator(gcs_root: &Path) -> Emulator {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-bqemulator.py");
-    let (port, grpc) = (free_port(), free_port());
-    let log = std::fs::File::create(gcs_root.join("emulator.log")).unwrap();
-    let child = Command::new("python3")
-        .arg(&script)
-        .args([
-            "start",
-            "--rest-port",
-            &port.to_string(),
-            "--grpc-port",
-            &grpc.to_string(),
-        ])
-        .args(["--project", "test"])
-        .env("BQEMU_ENABLE_FORMAT_EXTENSIONS", "false")
-        .env("BQEMU_GCS_LOCAL_ROOT", gcs_root)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("python3 must be installed (scripts/test installs bqemulator)");
-    let mut emu = Emulator { child, port };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return emu;
-        }
-        if let Ok(Some(status)) = emu.child.try_wait() {
-            let log = std::fs::read_to_string(gcs_root.join("emulator.log")).unwrap_or_default();
-            panic!("bqemulator exited with {status}:\n{log}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bqemulator did not start in 90 s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 #[tokio::test]
 async fn bigquery_loads_merges_and_budgets_bad_records() {
