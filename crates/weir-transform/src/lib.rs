@@ -10,7 +10,11 @@
 //! in a project (bad YAML, undefined refs, cycles, duplicate names, Jinja
 //! errors) is collected and reported at once, before anything runs.
 
+mod artifacts;
+mod builtins;
 mod graph;
+mod materialize;
+mod modules;
 mod project;
 mod render;
 mod run;
@@ -19,9 +23,10 @@ mod yaml;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use artifacts::write_manifest;
 pub use graph::{select, Selector};
 pub use project::{load_project, Node, Project, ProjectOptions, ResourceType, Target};
-pub use run::{execute, write_manifest, Command, NodeResult, RunOptions, RunSummary, Status};
+pub use run::{execute, Command, NodeResult, RunOptions, RunSummary, Status};
 
 /// Read a YAML text (dbt's files, `--vars`) as a JSON value.
 pub fn parse_yaml(file: &std::path::Path, text: &str) -> Result<serde_json::Value, TransformError> {

@@ -358,6 +358,10 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
             return Err(Problems(problems));
         }
     };
+    let (mut models_tree, mut seeds_tree, mut tests_tree) = (models_tree, seeds_tree, tests_tree);
+    for tree in [&mut models_tree, &mut seeds_tree, &mut tests_tree] {
+        render_values(&renderer, &project_file, tree, &mut problems);
+    }
 
     // Property files: sources, and per-model config and tests.
     let mut props: HashMap<String, Properties> = HashMap::new();
@@ -366,13 +370,36 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
     for mp in model_paths.iter().chain(seed_paths.iter()) {
         for ext in ["yml", "yaml"] {
             for f in files(dir, mp, ext) {
-                let doc = match yaml::read(&dir.join(&f)) {
+                let mut doc = match yaml::read(&dir.join(&f)) {
                     Ok(d) => d,
                     Err(e) => {
                         problems.push(e);
                         continue;
                     }
                 };
+                // Sources render their `schema`/`identifier` below, where a
+                // failure can name the source; everything else renders here.
+                for kind in ["models", "seeds"] {
+                    if let Some(v) = doc.get_mut(kind) {
+                        render_values(&renderer, &f, v, &mut problems);
+                    }
+                }
+                if let Some(Value::Array(srcs)) = doc.get_mut("sources") {
+                    for src in srcs {
+                        for t in src
+                            .get_mut("tables")
+                            .and_then(Value::as_array_mut)
+                            .into_iter()
+                            .flatten()
+                        {
+                            for key in ["tests", "data_tests", "columns", "config"] {
+                                if let Some(v) = t.get_mut(key) {
+                                    render_values(&renderer, &f, v, &mut problems);
+                                }
+                            }
+                        }
+                    }
+                }
                 for kind in ["models", "seeds"] {
                     for (i, m) in doc
                         .get(kind)
@@ -706,6 +733,60 @@ fn name_and_fqn(project: &str, resource_path: &str, file: &Path) -> (String, Vec
     (stem, fqn)
 }
 
+/// Keys whose values dbt leaves as written: descriptions are documentation,
+/// and hooks are rendered when they run.
+const UNRENDERED_KEYS: &[&str] = &[
+    "description",
+    "pre-hook",
+    "post-hook",
+    "pre_hook",
+    "post_hook",
+    "+pre-hook",
+    "+post-hook",
+];
+
+/// Render Jinja in every string of a property or project value, as dbt
+/// does (`+schema: "{{ env_var('SCHEMA') }}"`, test arguments with `var`).
+/// A string that renders to a YAML scalar (`true`, `3`) keeps that type.
+fn render_values(
+    renderer: &Renderer,
+    file: &Path,
+    v: &mut Value,
+    problems: &mut Vec<TransformError>,
+) {
+    match v {
+        Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            match renderer.render_text(file, s) {
+                Ok(out) => {
+                    *v = match out.as_str() {
+                        "True" | "true" => Value::Bool(true),
+                        "False" | "false" => Value::Bool(false),
+                        "None" | "none" => Value::Null,
+                        o => match o.parse::<i64>() {
+                            Ok(n) if n.to_string() == o => Value::from(n),
+                            _ => Value::String(out),
+                        },
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        Value::Array(a) => {
+            for item in a {
+                render_values(renderer, file, item, problems);
+            }
+        }
+        Value::Object(m) => {
+            for (k, item) in m.iter_mut() {
+                if !UNRENDERED_KEYS.contains(&k.as_str()) {
+                    render_values(renderer, file, item, problems);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `tests:` or `data_tests:` of a model, column or source table.
 fn tests_of(v: &Value) -> Vec<Value> {
     let mut out = Vec::new();
@@ -773,7 +854,7 @@ fn generic_test(
         (n.name.clone(), vec![attached.to_owned()])
     } else if let Some(s) = sources.get(attached) {
         (
-            format!("source_{}_{}", s.source_name, s.name),
+            format!("{}_{}", s.source_name, s.name),
             vec![attached.to_owned()],
         )
     } else {
@@ -800,34 +881,12 @@ fn generic_test(
             }
         }
     }
-    let mut base = format!("{test_name}_{target_name}");
-    if let Some(c) = &column {
-        base.push('_');
-        base.push_str(c);
-    }
-    for v in args.values() {
-        let s = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        base.push('_');
-        base.push_str(&s);
-    }
-    let id: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .split('_')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("_");
-    let id: String = id.chars().take(80).collect();
+    let kind = if sources.contains_key(attached) {
+        format!("source_{test_name}")
+    } else {
+        test_name.clone()
+    };
+    let id = generic_test_name(&kind, &target_name, column.as_deref(), &args);
     let mut cfg = tree_config(tests_tree, &[project.to_owned()]);
     merge_config(&mut cfg, &config);
     Ok(Node {
@@ -848,6 +907,91 @@ fn generic_test(
             args,
         }),
     })
+}
+
+/// Python's `str()` of a YAML value, as dbt puts it into a test's name.
+fn py_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(|x| match x {
+                    Value::String(s) => format!("'{s}'"),
+                    other => py_str(other),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, x)| format!("'{k}': {}", py_str(x)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A generic test's name as dbt-core makes it
+/// (`synthesize_generic_test_names`): test, target and the arguments
+/// (column included) sorted by name and flattened, non-word runs as `_`,
+/// joined with `__`; names of 64 characters or more become the first 30
+/// characters of `test_target` and the md5 of the full name. Source tests
+/// start with `source_`.
+fn generic_test_name(
+    test: &str,
+    target: &str,
+    column: Option<&str>,
+    args: &Map<String, Value>,
+) -> String {
+    let mut all: BTreeMap<&str, Value> =
+        args.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    if let Some(c) = column {
+        all.insert("column_name", Value::String(c.to_owned()));
+    }
+    let mut flat = Vec::new();
+    for (k, v) in &all {
+        if *k == "model" {
+            continue;
+        }
+        match v {
+            Value::Object(m) => flat.extend(m.values().map(py_str)),
+            Value::Array(a) => flat.extend(a.iter().map(py_str)),
+            other => flat.push(py_str(other)),
+        }
+    }
+    let clean: Vec<String> = flat
+        .iter()
+        .map(|a| {
+            let mut out = String::with_capacity(a.len());
+            let mut in_run = false;
+            for c in a.chars() {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    out.push(c);
+                    in_run = false;
+                } else if !in_run {
+                    out.push('_');
+                    in_run = true;
+                }
+            }
+            out
+        })
+        .collect();
+    let identifier = format!("{test}_{target}");
+    let full = format!("{identifier}_{}", clean.join("__"));
+    if full.len() >= 64 {
+        use md5::Digest;
+        let digest = md5::Md5::digest(full.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}_{hex}", identifier.chars().take(30).collect::<String>())
+    } else {
+        full
+    }
 }
 
 /// `ref('x')` or `ref("x")` in a test argument → `x`.

@@ -16,6 +16,7 @@ use minijinja::value::{from_args, Kwargs, Object, Rest};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 use serde_json::Map;
 
+use crate::builtins;
 use crate::project::{Node, ResourceType, Source, Target};
 use crate::TransformError;
 
@@ -52,23 +53,44 @@ impl Object for Relation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Parse,
     Compile,
 }
 
 /// Per-render state, reached by the context functions through `__weir`.
-struct Ctx {
-    mode: Mode,
+pub(crate) struct Ctx {
+    pub(crate) mode: Mode,
     captured: Mutex<Captured>,
     ephemerals: Mutex<Vec<String>>,
     is_incremental: bool,
     relations: Arc<HashMap<String, (Relation, bool)>>,
     sources: Arc<HashMap<(String, String), Relation>>,
     vars: Arc<Map<String, serde_json::Value>>,
-    quote: fn(&str) -> String,
-    /// For `run_query` at compile time (dbt's `execute` is true then).
-    warehouse: Option<Arc<dyn weir_warehouse::Warehouse>>,
+    pub(crate) quote: fn(&str) -> String,
+    /// For `run_query`, `statement` and `adapter.*` at compile time (dbt's
+    /// `execute` is true then).
+    pub(crate) warehouse: Option<Arc<dyn weir_warehouse::Warehouse>>,
+    /// One slot per project macro being called, innermost last: what its
+    /// `return(…)` gave.
+    pub(crate) returns: Mutex<Vec<Option<Value>>>,
+    /// `statement` results by name, for `load_result`.
+    pub(crate) results: Mutex<HashMap<String, Value>>,
+    /// The project's macros (unmangled names), for `adapter.dispatch`.
+    pub(crate) macros: Arc<HashSet<String>>,
+    /// The target's adapter type (`duckdb`, `postgres`, `bigquery`).
+    pub(crate) kind: String,
+}
+
+impl Ctx {
+    /// Whether the innermost macro call has already returned a value: what
+    /// follows a `return` does not run in dbt, so it must not raise here.
+    pub(crate) fn has_returned(&self) -> bool {
+        self.returns
+            .lock()
+            .map(|r| matches!(r.last(), Some(Some(_))))
+            .unwrap_or(false)
+    }
 }
 
 impl fmt::Debug for Ctx {
@@ -79,130 +101,7 @@ impl fmt::Debug for Ctx {
 
 impl Object for Ctx {}
 
-/// The result of `run_query`: `rows`, `columns` (each with `name` and
-/// `values()`), `column_names`, and iteration over rows, like dbt's agate table.
-#[derive(Debug)]
-struct Table {
-    names: Vec<String>,
-    rows: Vec<Value>,
-    columns: Vec<Value>,
-}
-
-#[derive(Debug)]
-struct TableColumn {
-    name: String,
-    values: Vec<Value>,
-}
-
-impl Object for TableColumn {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        (key.as_str()? == "name").then(|| Value::from(self.name.clone()))
-    }
-
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        _args: &[Value],
-    ) -> Result<Value, Error> {
-        match method {
-            "values" => Ok(Value::from(self.values.clone())),
-            _ => Err(Error::from(ErrorKind::UnknownMethod)),
-        }
-    }
-}
-
-impl Object for Table {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str()? {
-            "rows" => Some(Value::from(self.rows.clone())),
-            "columns" => Some(Value::from(self.columns.clone())),
-            "column_names" => Some(Value::from(self.names.clone())),
-            _ => None,
-        }
-    }
-
-    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        minijinja::value::Enumerator::Values(self.rows.clone())
-    }
-}
-
-fn cell(array: &dyn arrow::array::Array, i: usize) -> Value {
-    use arrow::array::AsArray;
-    use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
-    if array.is_null(i) {
-        return Value::from(());
-    }
-    match array.data_type() {
-        DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(i)),
-        DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(i)),
-        DataType::Float64 => Value::from(array.as_primitive::<Float64Type>().value(i)),
-        DataType::Boolean => Value::from(array.as_boolean().value(i)),
-        DataType::Utf8 => Value::from(array.as_string::<i32>().value(i).to_owned()),
-        _ => Value::from(
-            arrow::util::display::ArrayFormatter::try_new(array, &Default::default())
-                .map(|f| f.value(i).to_string())
-                .unwrap_or_default(),
-        ),
-    }
-}
-
-fn table(result: &weir_warehouse::QueryResult) -> Table {
-    let names: Vec<String> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let mut cols: Vec<Vec<Value>> = vec![Vec::new(); names.len()];
-    let mut rows = Vec::new();
-    for b in &result.batches {
-        for i in 0..b.num_rows() {
-            let row: Vec<Value> = b.columns().iter().map(|c| cell(c.as_ref(), i)).collect();
-            for (j, v) in row.iter().enumerate() {
-                cols[j].push(v.clone());
-            }
-            rows.push(Value::from(row));
-        }
-    }
-    let columns = names
-        .iter()
-        .zip(cols)
-        .map(|(n, values)| {
-            Value::from_object(TableColumn {
-                name: n.clone(),
-                values,
-            })
-        })
-        .collect();
-    Table {
-        names,
-        rows,
-        columns,
-    }
-}
-
-/// `run_query(sql)`: at parse time `none` (as dbt, where `execute` is false);
-/// at compile time the query runs on the warehouse.
-fn run_query_fn(state: &State, sql: String) -> Result<Value, Error> {
-    let c = ctx(state)?;
-    let Some(wh) = c.warehouse.clone().filter(|_| c.mode == Mode::Compile) else {
-        return Ok(Value::from(()));
-    };
-    let handle = tokio::runtime::Handle::try_current()
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("run_query: {e}")))?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            "run_query needs Tokio's multi-threaded runtime",
-        ));
-    }
-    let result = tokio::task::block_in_place(|| handle.block_on(wh.query(&sql)))
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("run_query: {e}")))?;
-    Ok(Value::from_object(table(&result)))
-}
-
-fn ctx(state: &State) -> Result<Arc<Ctx>, Error> {
+pub(crate) fn ctx(state: &State) -> Result<Arc<Ctx>, Error> {
     state
         .lookup("__weir")
         .and_then(|v| v.downcast_object::<Ctx>())
@@ -364,12 +263,14 @@ struct Exceptions;
 impl Object for Exceptions {
     fn call_method(
         self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
+        state: &mut State<'_, '_>,
         method: &str,
         args: &[Value],
     ) -> Result<Value, Error> {
         let (msg,): (String,) = from_args(args)?;
         match method {
+            // Past a `return` nothing runs in dbt.
+            "raise_compiler_error" if ctx(state)?.has_returned() => Ok(Value::from("")),
             "raise_compiler_error" => Err(Error::new(ErrorKind::InvalidOperation, msg)),
             "warn" => {
                 tracing::warn!("{msg}");
@@ -409,6 +310,33 @@ fn test_blocks_to_macros(text: &str) -> String {
     out
 }
 
+/// The file with each `{% macro name(` renamed to its mangled name, so that
+/// calls by the plain name reach the [`builtins::MacroFn`] wrapper.
+fn mangle_macro_defs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i + 2]);
+        rest = &rest[i + 2..];
+        let lead = rest.len() - rest.trim_start_matches(['-', '+']).trim_start().len();
+        let after = &rest[lead..];
+        if let Some(def) = after.strip_prefix("macro ") {
+            let ws = def.len() - def.trim_start().len();
+            let name: String = def[ws..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && !builtins::RESERVED.contains(&name.as_str()) {
+                out.push_str(&rest[..lead + "macro ".len() + ws]);
+                out.push_str(&builtins::mangled(&name));
+                rest = &def[ws + name.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Names of the macros a file defines (after `test` blocks became macros).
 fn macro_names(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -436,7 +364,7 @@ pub struct Renderer {
     /// `{% from "__macros__" import … %}`, on one line.
     imports: String,
     macro_lines: Arc<Vec<(usize, String)>>,
-    macros: HashSet<String>,
+    macros: Arc<HashSet<String>>,
     target: Target,
     vars: Arc<Map<String, serde_json::Value>>,
     relations: Arc<HashMap<String, (Relation, bool)>>,
@@ -531,7 +459,13 @@ impl Renderer {
         env.add_function("env_var", env_var_fn);
         env.add_function("is_incremental", is_incremental_fn);
         env.add_function("log", log_fn);
-        env.add_function("run_query", run_query_fn);
+        env.add_function("run_query", builtins::run_query_fn);
+        env.add_function("return", builtins::return_fn);
+        env.add_function("load_result", builtins::load_result_fn);
+        env.add_global("statement", Value::from_object(builtins::StatementFn));
+        env.add_global("adapter", Value::from_object(builtins::Adapter));
+        env.add_global("api", Value::from_object(builtins::Api));
+        env.add_global("modules", Value::from_object(crate::modules::Modules));
         env.add_global("config", Value::from_object(ConfigObj));
         env.add_global("exceptions", Value::from_object(Exceptions));
         let quote: fn(&str) -> String = if target.kind == "bigquery" {
@@ -548,10 +482,18 @@ impl Renderer {
         for (path, text) in macro_files {
             let text = test_blocks_to_macros(text);
             for n in macro_names(&text) {
+                if builtins::RESERVED.contains(&n.as_str()) {
+                    continue;
+                }
                 if macros.insert(n.clone()) {
-                    names.push(n);
+                    env.add_global(
+                        n.clone(),
+                        Value::from_object(builtins::MacroFn { name: n.clone() }),
+                    );
+                    names.push(builtins::mangled(&n));
                 }
             }
+            let text = mangle_macro_defs(&text);
             macro_lines.push((
                 combined.lines().count() + 1,
                 path.to_string_lossy().into_owned(),
@@ -578,7 +520,7 @@ impl Renderer {
             env: Arc::new(env),
             imports,
             macro_lines: Arc::new(macro_lines),
-            macros,
+            macros: Arc::new(macros),
             target,
             vars: Arc::new(vars),
             relations: Arc::new(HashMap::new()),
@@ -620,6 +562,10 @@ impl Renderer {
             sources: self.sources.clone(),
             vars: self.vars.clone(),
             quote: self.quote,
+            returns: Mutex::new(Vec::new()),
+            results: Mutex::new(HashMap::new()),
+            macros: self.macros.clone(),
+            kind: self.target.kind.clone(),
         })
     }
 
@@ -673,9 +619,15 @@ impl Renderer {
         let mut m: BTreeMap<String, Value> = BTreeMap::new();
         m.insert("__weir".into(), Value::from_dyn_object(c));
         m.insert("target".into(), self.target_value());
+        m.insert("execute".into(), Value::from(false));
+        let source = format!("{}{text}", self.imports);
         // Not the file's own name: minijinja would JSON-escape output for `.yml`.
         self.env
-            .render_named_str(&format!("{} (value)", file.display()), text, Value::from(m))
+            .render_named_str(
+                &format!("{} (value)", file.display()),
+                &source,
+                Value::from(m),
+            )
             .map(|s| s.trim().to_owned())
             .map_err(|e| render_error(&file.to_string_lossy(), file, &e, &self.macro_lines))
     }

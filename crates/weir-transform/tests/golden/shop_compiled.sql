@@ -1,4 +1,4 @@
--- accepted_values_customer_totals_name_Ana_Bo_Cy.sql
+-- accepted_values_customer_totals_name__Ana__Bo__Cy.sql
 with all_values as (
   select "name" as value_field, count(*) as n_records
   from "analytics_marts"."customer_totals"
@@ -47,7 +47,7 @@ where amount >= 0
 select "id"
 from "analytics_marts"."customer_totals"
 where "id" is null
--- relationships_customer_totals_id_id_ref_customers.sql
+-- relationships_customer_totals_id__id__ref_customers_.sql
 with child as (
   select "id" as from_field
   from "analytics_marts"."customer_totals"
@@ -61,17 +61,17 @@ select from_field
 from child
 left join parent on child.from_field = parent.to_field
 where parent.to_field is null
+-- source_unique_app_orders_id.sql
+select "id" as unique_field, count(*) as n_records
+from "app"."orders"
+where "id" is not null
+group by "id"
+having count(*) > 1
 -- tests/totals_match.sql
 select * from (select (select sum(total) from "analytics_marts"."customer_totals") as a, (select sum(amount) from "analytics"."stg_orders") as b) t where a <> b
 -- unique_customer_totals_id.sql
 select "id" as unique_field, count(*) as n_records
 from "analytics_marts"."customer_totals"
-where "id" is not null
-group by "id"
-having count(*) > 1
--- unique_source_app_orders_id.sql
-select "id" as unique_field, count(*) as n_records
-from "app"."orders"
 where "id" is not null
 group by "id"
 having count(*) > 1
