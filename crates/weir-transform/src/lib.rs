@@ -85,6 +85,9 @@ pub enum TransformError {
     Cycle { path: Vec<String> },
     #[error("{message}")]
     Selection { message: String },
+    /// Weir did something wrong, not the project.
+    #[error("bug in Weir, please report it: {message}")]
+    Bug { message: String },
 }
 
 /// Every problem found, in a stable order.

@@ -358,6 +358,63 @@ async fn run_node(
     res
 }
 
+/// Every node `id` depends on, directly or not.
+fn ancestors<'a>(
+    project: &'a Project,
+    id: &'a str,
+    memo: &mut HashMap<&'a str, BTreeSet<&'a str>>,
+) -> BTreeSet<&'a str> {
+    if let Some(a) = memo.get(id) {
+        return a.clone();
+    }
+    let mut out = BTreeSet::new();
+    if let Some(n) = project.nodes.get(id) {
+        for d in &n.depends_on {
+            out.insert(d.as_str());
+            out.extend(ancestors(project, d, memo));
+        }
+    }
+    memo.insert(id, out.clone());
+    out
+}
+
+/// In `build`, a node waits for the tests of what it is built from, as dbt
+/// does: a test gates a child of one of its parents when all the test's
+/// parents are upstream of that child. (A relationships test from `a` to `b`
+/// therefore gates what reads both, and never `b` itself, which would be a
+/// cycle.)
+fn add_test_edges(
+    project: &Project,
+    chosen: &BTreeSet<String>,
+    deps: &mut HashMap<String, BTreeSet<String>>,
+) {
+    let kids = children(&project.nodes);
+    let mut memo = HashMap::new();
+    for id in chosen {
+        let test = &project.nodes[id];
+        if test.resource_type != ResourceType::Test {
+            continue;
+        }
+        for parent in &test.depends_on {
+            for child in kids.get(parent).into_iter().flatten() {
+                if !chosen.contains(child)
+                    || project.nodes[child].resource_type == ResourceType::Test
+                {
+                    continue;
+                }
+                let upstream = ancestors(project, child, &mut memo);
+                if test
+                    .depends_on
+                    .iter()
+                    .all(|p| upstream.contains(p.as_str()))
+                {
+                    deps.entry(child.clone()).or_default().insert(id.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Execute a command on the selected nodes. `report` sees each result as it
 /// finishes (`index of total`).
 pub async fn execute(
@@ -389,22 +446,7 @@ pub async fn execute(
         })
         .collect();
     if opts.command == Command::Build {
-        let kids = children(&project.nodes);
-        for id in &chosen {
-            let n = &project.nodes[id];
-            if n.resource_type != ResourceType::Test {
-                continue;
-            }
-            if let Some(parent) = n.depends_on.first() {
-                for child in kids.get(parent).into_iter().flatten() {
-                    if chosen.contains(child)
-                        && project.nodes[child].resource_type != ResourceType::Test
-                    {
-                        deps.entry(child.clone()).or_default().insert(id.clone());
-                    }
-                }
-            }
-        }
+        add_test_edges(&project, &chosen, &mut deps);
     }
     let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
     for (id, ds) in &deps {
@@ -493,6 +535,23 @@ pub async fn execute(
                 }
             }
         }
+    }
+    // Every chosen node has a result unless the graph had a cycle, which
+    // loading rules out: anything left over is Weir's bug, not the project's.
+    if !stop && results.len() < total {
+        let done: BTreeSet<&str> = results.iter().map(|r| r.unique_id.as_str()).collect();
+        let left: Vec<&str> = chosen
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !done.contains(id))
+            .collect();
+        return Err(TransformError::Bug {
+            message: format!(
+                "{} node(s) never became ready: {}",
+                left.len(),
+                left.join(", ")
+            ),
+        });
     }
     let summary = RunSummary {
         results,

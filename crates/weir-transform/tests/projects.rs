@@ -396,3 +396,30 @@ fn every_project_error_is_reported_at_once() {
 fn check_golden(name: &str, got: &str) {
     weir_testkit::check_golden(env!("CARGO_MANIFEST_DIR"), name, got);
 }
+
+// Regression: a relationships test from `a` to its child `b` once made `b`
+// wait for a test that waits for `b`; build ended with `b` never run.
+#[tokio::test]
+async fn a_relationships_test_to_a_child_does_not_stall_build() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: r\n"),
+            ("models/a.sql", "select 1 as k"),
+            ("models/b.sql", "select k from {{ ref('a') }} union all select 2"),
+            ("models/c.sql", "select * from {{ ref('b') }}"),
+            (
+                "models/schema.yml",
+                "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: k\n        tests:\n          - relationships: {to: ref('b'), field: k}\n",
+            ),
+        ],
+    );
+    let wh: Arc<dyn Warehouse> = Arc::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap());
+    let s = run(dir.path(), "duckdb", &wh, Command::Build, &[]).await;
+    let st = statuses(&s);
+    assert_eq!(s.results.len(), 4, "{st:?}");
+    assert_eq!(st["b"], "success");
+    assert_eq!(st["c"], "success");
+    assert_eq!(st["relationships_a_k__k__ref_b_"], "pass");
+}
