@@ -31,7 +31,7 @@ pub struct DemoArgs {
 }
 
 fn step(name: &str, started: Instant) {
-    println!("✓ {name:<44} {:>7.2}s", started.elapsed().as_secs_f64());
+    say!("✓ {name:<44} {:>7.2}s", started.elapsed().as_secs_f64());
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), Failure> {
@@ -201,6 +201,6 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
             .map_err(|e| anyhow!("{e}"))?;
         step("stopped the private PostgreSQL", t);
     }
-    println!("demo finished in {:.2}s", total.elapsed().as_secs_f64());
+    say!("demo finished in {:.2}s", total.elapsed().as_secs_f64());
     Ok(())
 }

@@ -139,7 +139,7 @@ pub async fn extract_with_progress(
 }
 
 pub fn print_summary(s: &ExtractSummary) {
-    println!(
+    say!(
         "extracted {} rows, {:.1} MB in {:.2}s (run {}, snapshot {})",
         s.rows,
         s.bytes as f64 / 1e6,
@@ -148,7 +148,7 @@ pub fn print_summary(s: &ExtractSummary) {
         s.snapshot
     );
     for t in &s.tables {
-        println!(
+        say!(
             "  {:<36} {:>10} rows {:>9.1} MB {:>3} file(s) {:>7.2}s",
             t.name,
             t.rows,
@@ -157,7 +157,7 @@ pub fn print_summary(s: &ExtractSummary) {
             t.seconds
         );
     }
-    println!("manifest: {}", s.manifest_url);
+    say!("manifest: {}", s.manifest_url);
 }
 
 pub async fn run(args: ExtractArgs) -> Result<(), Failure> {
@@ -167,7 +167,7 @@ pub async fn run(args: ExtractArgs) -> Result<(), Failure> {
     let progress = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let summary = extract_with_progress(&dir, &opts, &lake, progress).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
     }

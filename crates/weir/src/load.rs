@@ -146,13 +146,16 @@ pub async fn load_run(
 
 pub fn print_load_summary(s: &LoadSummary) {
     let rows: u64 = s.tables.iter().map(|t| t.rows).sum();
-    println!(
+    say!(
         "loaded {rows} rows into {} schema {} in {:.2}s (run {})",
-        s.warehouse, s.schema, s.seconds, s.run_id
+        s.warehouse,
+        s.schema,
+        s.seconds,
+        s.run_id
     );
     for t in &s.tables {
         match &t.error {
-            None => println!(
+            None => say!(
                 "  {:<36} {:>10} rows {:>6} rejected  {:<8} {:>7.2}s",
                 t.name,
                 t.rows,
@@ -160,10 +163,10 @@ pub fn print_load_summary(s: &LoadSummary) {
                 t.mode.as_str(),
                 t.seconds
             ),
-            Some(e) => println!("  {:<36} FAILED: {e}", t.name),
+            Some(e) => say!("  {:<36} FAILED: {e}", t.name),
         }
         if let Some(f) = &t.rejects_file {
-            println!("  {:<36} bad records: {f}", "");
+            say!("  {:<36} bad records: {f}", "");
         }
     }
 }
@@ -203,7 +206,7 @@ pub async fn run(args: LoadArgs) -> Result<(), Failure> {
     )
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+        say!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
     } else {
         print_load_summary(&summary);
     }

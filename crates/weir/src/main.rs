@@ -3,6 +3,15 @@
 //! pipeline ran and failed, 2 usage or configuration error). No business logic
 //! lives here; only this crate knows clap.
 
+/// `println!` that ignores a closed stdout (`weir … | head`): the work goes on
+/// to the end and only the output stops, where `println!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod demo;
 mod extract;
 mod load;

@@ -97,7 +97,7 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
                     tokio::task::spawn_blocking(move || generate_csv(&dir, opts).map(|c| (c, dir)))
                         .await
                         .map_err(|e| anyhow!("generator stopped: {e}"))??;
-                println!(
+                say!(
                     "wrote {} CSV files to {} in {:.2}s",
                     counts.0.len(),
                     counts.1.display(),
@@ -114,7 +114,7 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
                         weir_source::SourceError::TablesExist { .. } => usage(e),
                         e => Failure::from(e),
                     })?;
-                println!(
+                say!(
                     "generated Olist data (scale {scale}) into {url} schema {schema} in {:.2}s",
                     t.elapsed().as_secs_f64()
                 );
@@ -141,13 +141,13 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
                     | weir_source::SourceError::Config(_) => usage(e),
                     e => Failure::from(e),
                 })?;
-            println!(
+            say!(
                 "loaded {} file(s) into {url} schema {schema} in {:.2}s",
                 loaded.len(),
                 t.elapsed().as_secs_f64()
             );
             for f in loaded {
-                println!(
+                say!(
                     "  {:<36} {:>10} rows  <- {}",
                     f.table,
                     f.rows,
@@ -161,6 +161,6 @@ pub async fn run(cmd: SourceCommand) -> Result<(), Failure> {
 
 pub fn print_counts(counts: &[(&str, u64)]) {
     for (t, n) in counts {
-        println!("  {t:<36} {n:>10} rows");
+        say!("  {t:<36} {n:>10} rows");
     }
 }

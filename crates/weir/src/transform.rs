@@ -306,7 +306,7 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
         weir_transform::write_manifest(&project);
         let types = [ResourceType::Seed, ResourceType::Model, ResourceType::Test];
         for id in weir_transform::select(&project, &selector, &types).map_err(usage)? {
-            println!("{id}");
+            say!("{id}");
         }
         return Ok(());
     }
@@ -314,7 +314,7 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
         .await
         .map_err(usage)?;
     let wh: Arc<dyn weir_warehouse::Warehouse> = Arc::from(wh);
-    println!(
+    say!(
         "Found {} models, {} tests, {} seeds, {} sources (parsed in {parsed:.2}s); target {} ({}) on {}",
         project.nodes.values().filter(|n| n.resource_type == ResourceType::Model).count(),
         project.nodes.values().filter(|n| n.resource_type == ResourceType::Test).count(),
@@ -332,11 +332,11 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
     };
     let project = Arc::new(project);
     let summary = weir_transform::execute(project, wh, &run_opts, &|i, total, r| {
-        println!("{}", line(i, total, r))
+        say!("{}", line(i, total, r))
     })
     .await
     .map_err(usage)?;
-    println!(
+    say!(
         "\nFinished running {} node(s) in {:.2}s.\nDone. PASS={} WARN={} ERROR={} SKIP={} TOTAL={}",
         summary.results.len(),
         summary.seconds,
@@ -392,7 +392,7 @@ pub async fn build_for_demo(dir: &Path) -> Result<String, Failure> {
     let summary =
         weir_transform::execute(Arc::new(dbt), Arc::from(wh), &run_opts, &|i, total, r| {
             if !matches!(r.status, Status::Success | Status::Pass) {
-                println!("{}", line(i, total, r));
+                say!("{}", line(i, total, r));
             }
         })
         .await
