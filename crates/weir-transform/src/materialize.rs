@@ -91,13 +91,20 @@ fn incremental_run(project: &Project, node: &Node, kind: Option<RelationKind>) -
     node.materialized() == "incremental" && kind == Some(RelationKind::Table) && !full
 }
 
-/// A model's SQL as it would run now, and what its relation is.
+/// A model's SQL as it would run now, and what its relation is (with
+/// `compile_only`, known only for incremental models).
 pub(crate) async fn compile_model(
     project: &Project,
     wh: &Arc<dyn Warehouse>,
     node: &Node,
+    compile_only: bool,
 ) -> Result<(String, Option<RelationKind>), String> {
-    let kind = if node.materialized() == "ephemeral" {
+    // Only an incremental model's SQL depends on what is there already; the
+    // others compile without asking the warehouse (a query per model would be
+    // most of `compile`'s time on a large project).
+    let kind = if node.materialized() == "ephemeral"
+        || (compile_only && node.materialized() != "incremental")
+    {
         None
     } else {
         wh.relation_kind(&node.schema, &node.alias)
@@ -122,7 +129,7 @@ pub(crate) async fn materialise(
     wh_arc: &Arc<dyn Warehouse>,
     node: &Node,
 ) -> Result<(String, String), String> {
-    let (sql, kind) = compile_model(project, wh_arc, node).await?;
+    let (sql, kind) = compile_model(project, wh_arc, node, false).await?;
     let wh = wh_arc.as_ref();
     let d = dialect(project);
     let rel = d.relation(&node.schema, &node.alias);

@@ -263,7 +263,7 @@ async fn run_node(
             }
             ResourceType::Model => {
                 if command == Command::Compile {
-                    let (sql, _) = compile_model(&project, &wh, node).await?;
+                    let (sql, _) = compile_model(&project, &wh, node, true).await?;
                     write_file(&target_file(&project, "compiled", node), &sql);
                     return Ok((Status::Success, "compiled".into(), None));
                 }
