@@ -39,6 +39,42 @@ pub struct LoadOptions {
     pub jobs: usize,
 }
 
+impl LoadOptions {
+    /// What weir.yml says: the warehouse's settings and each source table's
+    /// own `load_mode` and `max_bad_records`.
+    pub fn for_project(
+        project: Option<&weir_config::Project>,
+        cfg: &weir_config::WarehouseConfig,
+        run: &str,
+        tables: Option<Vec<String>>,
+    ) -> LoadOptions {
+        let mut table_modes = HashMap::new();
+        let mut table_max_bad_records = HashMap::new();
+        if let Some(src) = project.and_then(|p| p.source.as_ref()) {
+            for t in &src.tables.tables {
+                if let Some(m) = t.load_mode {
+                    table_modes.insert(t.name.clone(), m);
+                }
+                if let Some(b) = t.max_bad_records {
+                    table_max_bad_records.insert(t.name.clone(), b);
+                }
+            }
+        }
+        LoadOptions {
+            run: Some(run.to_owned()),
+            tables,
+            mode: None,
+            default_mode: cfg.mode,
+            table_modes,
+            schema: cfg.schema.clone(),
+            lineage: cfg.lineage,
+            max_bad_records: cfg.max_bad_records,
+            table_max_bad_records,
+            jobs: cfg.jobs,
+        }
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
@@ -153,38 +189,29 @@ pub async fn load(wh: &dyn Warehouse, lake: &Lake, opts: &LoadOptions) -> Result
         run_id: run_id.clone(),
         loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     });
-    let mut results: Vec<(usize, TableLoad)> =
-        futures::stream::iter(selected.into_iter().enumerate())
-            .map(|(i, entry)| {
-                let lineage = lineage.as_ref();
-                let manifest = &manifest;
-                async move {
-                    let t0 = Instant::now();
-                    let mode = mode_for(opts, entry);
-                    let mut out = TableLoad {
-                        name: entry.name.clone(),
-                        mode,
-                        rows: 0,
-                        rejected: 0,
-                        seconds: 0.0,
-                        rejects_file: None,
-                        error: None,
-                    };
-                    if let Err(e) = load_table(
-                        wh, lake, manifest, format, entry, mode, lineage, opts, &mut out,
-                    )
-                    .await
-                    {
-                        out.rows = 0;
-                        out.error = Some(e.to_string());
-                    }
-                    out.seconds = t0.elapsed().as_secs_f64();
-                    (i, out)
-                }
-            })
-            .buffer_unordered(opts.jobs.max(1))
-            .collect()
-            .await;
+    // The futures are made first and then driven, rather than made inside
+    // the stream by a closure, so the whole load stays `Send` (the
+    // orchestrator runs it on a spawned task).
+    let loads: Vec<_> = selected
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            load_one(
+                wh,
+                lake,
+                &manifest,
+                format,
+                entry,
+                lineage.as_ref(),
+                opts,
+                i,
+            )
+        })
+        .collect();
+    let mut results: Vec<(usize, TableLoad)> = futures::stream::iter(loads)
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
     results.sort_by_key(|(i, _)| *i);
     Ok(LoadSummary {
         run_id,
@@ -193,6 +220,42 @@ pub async fn load(wh: &dyn Warehouse, lake: &Lake, opts: &LoadOptions) -> Result
         tables: results.into_iter().map(|(_, t)| t).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Load one table of the run, with its outcome (an error is reported in
+/// the result, so one table failing does not stop the others).
+#[allow(clippy::too_many_arguments)]
+async fn load_one(
+    wh: &dyn Warehouse,
+    lake: &Lake,
+    manifest: &Manifest,
+    format: LakeFormat,
+    entry: &TableEntry,
+    lineage: Option<&Lineage>,
+    opts: &LoadOptions,
+    i: usize,
+) -> (usize, TableLoad) {
+    let t0 = Instant::now();
+    let mode = mode_for(opts, entry);
+    let mut out = TableLoad {
+        name: entry.name.clone(),
+        mode,
+        rows: 0,
+        rejected: 0,
+        seconds: 0.0,
+        rejects_file: None,
+        error: None,
+    };
+    if let Err(e) = load_table(
+        wh, lake, manifest, format, entry, mode, lineage, opts, &mut out,
+    )
+    .await
+    {
+        out.rows = 0;
+        out.error = Some(e.to_string());
+    }
+    out.seconds = t0.elapsed().as_secs_f64();
+    (i, out)
 }
 
 /// `--mode`, else the table's `load_mode`, else merge for an incremental

@@ -24,7 +24,61 @@ use crate::{
 
 pub struct Postgres {
     url: SecretUrl,
-    client: Client,
+    /// Connections between statements (a small pool: statements from
+    /// parallel transform nodes each get their own, so they run at once).
+    idle: std::sync::Mutex<Vec<Client>>,
+}
+
+/// Idle connections kept for reuse.
+const IDLE_CONNECTIONS: usize = 8;
+
+/// A connection lent to one statement. If the statement's future is dropped
+/// before it finished (a task timed out or was cancelled), the query is
+/// cancelled on the server and the connection is closed, so nothing keeps
+/// running or holding locks there.
+struct Lease<'a> {
+    pg: &'a Postgres,
+    client: Option<Client>,
+    busy: bool,
+}
+
+impl Lease<'_> {
+    /// The connection, for a statement that is cancelled server-side if its
+    /// future is dropped before [`Lease::done`].
+    fn start(&mut self) -> &Client {
+        self.busy = true;
+        self.client.as_ref().expect("leased")
+    }
+
+    fn done(&mut self) {
+        self.busy = false;
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if self.busy {
+            let token = client.cancel_token();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = token.cancel_query(NoTls).await {
+                        tracing::warn!("could not cancel a warehouse query: {e}");
+                    }
+                });
+            }
+            return;
+        }
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = self.pg.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(client);
+        }
+    }
 }
 
 /// A PostgreSQL error as the server put it (message, detail, hint).
@@ -68,9 +122,23 @@ async fn connect(url: &SecretUrl) -> Result<Client> {
 
 impl Postgres {
     pub async fn connect(url: &SecretUrl) -> Result<Postgres> {
+        let first = connect(url).await?;
         Ok(Postgres {
             url: url.clone(),
-            client: connect(url).await?,
+            idle: std::sync::Mutex::new(vec![first]),
+        })
+    }
+
+    async fn lease(&self) -> Result<Lease<'_>> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let client = match idle {
+            Some(c) if !c.is_closed() => c,
+            _ => connect(&self.url).await?,
+        };
+        Ok(Lease {
+            pg: self,
+            client: Some(client),
+            busy: false,
         })
     }
 }
@@ -113,7 +181,10 @@ impl Warehouse for Postgres {
             "CREATE SCHEMA IF NOT EXISTS {}",
             Dialect::Postgres.quote(schema)
         );
-        match self.client.batch_execute(&sql).await {
+        let mut c = self.lease().await?;
+        let r = c.start().batch_execute(&sql).await;
+        c.done();
+        match r {
             Ok(()) => Ok(()),
             // Two loads creating the schema at once: the other one won.
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(()),
@@ -122,26 +193,25 @@ impl Warehouse for Postgres {
     }
 
     async fn execute(&self, sql: &str) -> Result<()> {
-        self.client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| sql_err(sql, &e))
+        let mut c = self.lease().await?;
+        let r = c.start().batch_execute(sql).await;
+        c.done();
+        r.map_err(|e| sql_err(sql, &e))
     }
 
     /// Rows come back typed for integers, floats and booleans, and as
     /// PostgreSQL's own text for everything else.
     async fn query(&self, sql: &str) -> Result<QueryResult> {
-        let types: Option<Vec<Type>> = self
-            .client
+        let mut c = self.lease().await?;
+        let types: Option<Vec<Type>> = c
+            .start()
             .prepare(sql)
             .await
             .ok()
             .map(|s| s.columns().iter().map(|c| c.type_().clone()).collect());
-        let messages = self
-            .client
-            .simple_query(sql)
-            .await
-            .map_err(|e| sql_err(sql, &e))?;
+        let messages = c.start().simple_query(sql).await;
+        c.done();
+        let messages = messages.map_err(|e| sql_err(sql, &e))?;
         let mut names: Vec<String> = Vec::new();
         let mut rows: Vec<Vec<Option<String>>> = Vec::new();
         for m in messages {
@@ -176,14 +246,13 @@ impl Warehouse for Postgres {
     }
 
     /// One simple-query message: PostgreSQL runs it as one implicit
-    /// transaction and rolls all of it back on an error, and no other task's
-    /// statement can slip in between on the shared connection.
+    /// transaction and rolls all of it back on an error.
     async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
         let sql = statements.join(";\n");
-        self.client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| sql_err(&sql, &e))
+        let mut c = self.lease().await?;
+        let r = c.start().batch_execute(&sql).await;
+        c.done();
+        r.map_err(|e| sql_err(&sql, &e))
     }
 
     async fn describe(&self, schema: &str, name: &str) -> Result<Option<Vec<Column>>> {
@@ -192,11 +261,10 @@ impl Warehouse for Postgres {
                    JOIN pg_namespace n ON n.oid = c.relnamespace \
                    WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
                    ORDER BY a.attnum";
-        let rows = self
-            .client
-            .query(sql, &[&schema, &name])
-            .await
-            .map_err(|e| sql_err(sql, &e))?;
+        let mut c = self.lease().await?;
+        let rows = c.start().query(sql, &[&schema, &name]).await;
+        c.done();
+        let rows = rows.map_err(|e| sql_err(sql, &e))?;
         let cols: Vec<Column> = rows
             .iter()
             .map(|r| Column {
