@@ -18,7 +18,7 @@ use weir_lake::{
 };
 use weir_source::{
     arrow_schema, describe, incremental_bounds, list_tables, plan_chunks, read_chunk, Chunk,
-    ReadProgress, Snapshot, SourceError, TableInfo,
+    ReadProgress, Snapshot, SnapshotRef, SourceError, TableInfo,
 };
 
 /// Batches buffered between a chunk's reader and its writer.
@@ -46,6 +46,10 @@ pub struct ExtractOptions {
     pub jobs: usize,
     pub chunk_bytes: u64,
     pub write: WriteOptions,
+    /// Read in this exported snapshot (held open elsewhere) instead of
+    /// exporting one: the pipeline's per-table extract tasks share their
+    /// run's snapshot this way.
+    pub snapshot: Option<SnapshotRef>,
 }
 
 /// Told about the run as it goes (progress bars, logs).
@@ -195,7 +199,10 @@ pub async fn extract(
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let run_id = new_run_id();
-    let snapshot = Snapshot::export(&opts.source_url).await?;
+    let snapshot = match &opts.snapshot {
+        Some(r) => Snapshot::import(&opts.source_url, r).await?,
+        None => Snapshot::export(&opts.source_url).await?,
+    };
     let result = extract_in_snapshot(lake, opts, observer, &snapshot, &run_id).await;
     let snap_entry = SnapshotEntry {
         id: snapshot.id.clone(),

@@ -359,3 +359,44 @@ async fn wrong_password_or_missing_database_never_shows_the_password() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn separate_extractions_in_one_exported_snapshot_see_the_same_moment() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE a (id int8 PRIMARY KEY); CREATE TABLE b (id int8 PRIMARY KEY);
+         INSERT INTO a SELECT generate_series(1, 100); INSERT INTO b SELECT generate_series(1, 100);",
+    )
+    .await
+    .unwrap();
+    let url = weir_config::SecretUrl::new(db.url());
+    let held = weir_source::Snapshot::export(&url).await.unwrap();
+    let r = held.reference();
+    // Writes after the snapshot: neither extraction may see them.
+    c.batch_execute("INSERT INTO a SELECT generate_series(101, 150); DELETE FROM b WHERE id <= 10")
+        .await
+        .unwrap();
+    // One extraction per table, as the pipeline's extract tasks run.
+    for t in ["a", "b"] {
+        let dir = temp_dir();
+        let setup = Setup {
+            tables: vec![table(t)],
+            snapshot: Some(r.clone()),
+            ..Setup::default()
+        };
+        let (summary, manifest, _) = run(&db.url(), dir.path(), &setup).await.unwrap();
+        assert_eq!(summary.rows, 100, "{t}");
+        assert_eq!(manifest.snapshot.txid_snapshot, r.txid_snapshot, "{t}");
+    }
+    held.release().await;
+    // Once the exporting transaction is over, importing it says so.
+    let dir = temp_dir();
+    let setup = Setup {
+        tables: vec![table("a")],
+        snapshot: Some(r),
+        ..Setup::default()
+    };
+    let err = run(&db.url(), dir.path(), &setup).await.unwrap_err();
+    assert!(err.contains("is gone"), "{err}");
+}

@@ -15,7 +15,9 @@ pub mod pg;
 pub mod read;
 pub mod types;
 
-pub use pg::{connect, describe, list_tables, quote_ident, quote_literal, Snapshot, TableInfo};
+pub use pg::{
+    connect, describe, list_tables, quote_ident, quote_literal, Snapshot, SnapshotRef, TableInfo,
+};
 pub use read::{
     arrow_schema, copy_sql, incremental_bounds, plan_chunks, read_chunk, Chunk, IncrementalBounds,
     ReadProgress,
@@ -63,6 +65,10 @@ pub enum SourceError {
     Config(String),
     #[error("cancelled")]
     Cancelled,
+    /// The transaction that exported a snapshot ended, so it cannot be
+    /// imported any more (its process stopped).
+    #[error("snapshot {id} is gone: the transaction that exported it has ended")]
+    SnapshotGone { id: String },
     #[error("bug in Weir, please report it: {0}")]
     Bug(String),
 }

@@ -228,6 +228,16 @@ pub async fn describe(
     })
 }
 
+/// What another process needs to read in an exported snapshot: its id and
+/// what was recorded when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotRef {
+    pub id: String,
+    pub txid_snapshot: String,
+    pub taken_at: String,
+    pub oldest_open_write_start: Option<String>,
+}
+
 /// The snapshot a run reads from, held open by one connection until the run ends.
 pub struct Snapshot {
     client: Client,
@@ -272,6 +282,47 @@ impl Snapshot {
             server_version_num: row.get(4),
             client,
         })
+    }
+
+    /// Read in a snapshot another connection exported (and still holds open),
+    /// with what was recorded when it was taken: the pipeline's extract
+    /// tasks all read the one snapshot their run's `start` task exported.
+    pub async fn import(url: &SecretUrl, r: &SnapshotRef) -> Result<Snapshot, SourceError> {
+        let client = connect(url).await?;
+        let set = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&r.id)
+        );
+        if let Err(e) = client.batch_execute(&set).await {
+            // 22023: "invalid snapshot identifier", the exporter's transaction ended.
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) {
+                return Err(SourceError::SnapshotGone { id: r.id.clone() });
+            }
+            return Err(query_err("importing the run's snapshot")(e));
+        }
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(query_err("reading the server version"))?
+            .get(0);
+        Ok(Snapshot {
+            id: r.id.clone(),
+            txid_snapshot: r.txid_snapshot.clone(),
+            taken_at: r.taken_at.clone(),
+            oldest_open_write_start: r.oldest_open_write_start.clone(),
+            server_version_num: version,
+            client,
+        })
+    }
+
+    /// What other connections and processes need to read in this snapshot.
+    pub fn reference(&self) -> SnapshotRef {
+        SnapshotRef {
+            id: self.id.clone(),
+            txid_snapshot: self.txid_snapshot.clone(),
+            taken_at: self.taken_at.clone(),
+            oldest_open_write_start: self.oldest_open_write_start.clone(),
+        }
     }
 
     /// The connection holding the snapshot; catalog queries run here so they see it too.

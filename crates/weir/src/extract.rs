@@ -112,6 +112,7 @@ pub fn options(
         jobs: args.jobs.or(source.map(|s| s.jobs)).unwrap_or(DEFAULT_JOBS),
         chunk_bytes: source.map_or(DEFAULT_CHUNK_BYTES, |s| s.chunk_bytes),
         write: WriteOptions::from_config(&lake),
+        snapshot: None,
     };
     Ok((opts, lake))
 }

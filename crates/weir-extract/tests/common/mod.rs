@@ -18,6 +18,8 @@ pub struct Setup {
     pub jobs: usize,
     pub chunk_bytes: u64,
     pub tables: Vec<TableConfig>,
+    /// Read in this exported snapshot instead of taking one.
+    pub snapshot: Option<weir_source::SnapshotRef>,
 }
 
 impl Default for Setup {
@@ -27,6 +29,7 @@ impl Default for Setup {
             jobs: 2,
             chunk_bytes: 256 << 20,
             tables: Vec::new(),
+            snapshot: None,
         }
     }
 }
@@ -71,6 +74,7 @@ pub async fn run(
             parquet_row_group_rows: 8192,
             ndjson_gzip: false,
         },
+        snapshot: setup.snapshot.clone(),
     };
     let summary = extract(&lake, &opts, &Quiet)
         .await

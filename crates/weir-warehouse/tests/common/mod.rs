@@ -39,6 +39,7 @@ pub async fn extract_into(url: &str, lake: &Lake, format: LakeFormat) -> Manifes
             parquet_row_group_rows: 8192,
             ndjson_gzip: false,
         },
+        snapshot: None,
     };
     let summary = extract(lake, &opts, &Quiet).await.unwrap();
     lake.read_manifest(&summary.run_id).await.unwrap()
