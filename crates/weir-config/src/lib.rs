@@ -10,12 +10,18 @@
 //! or warehouses; it only describes what the user asked for. It is the bottom
 //! of the workspace: every other crate may depend on it.
 
+mod orchestrate;
 mod secret;
 mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use orchestrate::{
+    check_schedule, parse_duration, parse_start_date, pattern_matches, NotifyConfig,
+    OrchestrateConfig, SqlTarget, TaskPolicy, TriggerRule, UserTask, UserTaskKind, DEFAULT_LEASE,
+    DEFAULT_MAX_ACTIVE_TASKS, DEFAULT_POLL, SOURCE_POOL,
+};
 pub use secret::{redact_url, Secret, SecretUrl};
 pub use yaml::{interpolate, Location};
 use yaml::{At, Reader};
@@ -80,6 +86,8 @@ pub struct Project {
     pub lake: LakeConfig,
     pub warehouse: WarehouseConfig,
     pub transform: Option<TransformConfig>,
+    /// How the pipeline runs as a DAG (`weir run`, `weir up`).
+    pub orchestrate: Option<OrchestrateConfig>,
 }
 
 /// The dbt-compatible project a Weir project runs on its warehouse.
@@ -232,6 +240,25 @@ pub enum WarehouseTarget {
     BigQuery(BigQueryConfig),
 }
 
+impl WarehouseTarget {
+    /// The adapter's name, as dbt's `target.type` says it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WarehouseTarget::DuckDb { .. } => "duckdb",
+            WarehouseTarget::Postgres { .. } => "postgres",
+            WarehouseTarget::BigQuery(_) => "bigquery",
+        }
+    }
+
+    /// dbt's `target.database`: the BigQuery project, empty elsewhere.
+    pub fn database(&self) -> String {
+        match self {
+            WarehouseTarget::BigQuery(b) => b.project.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BigQueryConfig {
     /// The Google Cloud project that runs jobs and holds the datasets.
@@ -339,12 +366,24 @@ impl Project {
             errors: Vec::new(),
             env,
         };
-        let top = r.mapping(
+        let top = r.mapping_with_hint(
             At {
                 node: &root,
                 path: "",
             },
-            &["name", "source", "lake", "warehouse", "transform"],
+            &[
+                "name",
+                "source",
+                "lake",
+                "warehouse",
+                "transform",
+                "orchestrate",
+            ],
+            &|key| {
+                orchestrate::KEYS
+                    .contains(&key)
+                    .then(|| format!("it belongs under `orchestrate:` (orchestrate.{key})"))
+            },
         );
         let name = match top.get("name") {
             Some((n, p)) => r.string(At { node: n, path: p }).unwrap_or_default(),
@@ -375,6 +414,9 @@ impl Project {
         let transform = top
             .get("transform")
             .map(|(n, p)| read_transform(&mut r, At { node: n, path: p }));
+        let orchestrate = top
+            .get("orchestrate")
+            .map(|(n, p)| orchestrate::read(&mut r, At { node: n, path: p }));
         let warehouse = match top.get("warehouse") {
             Some((n, p)) => read_warehouse(&mut r, At { node: n, path: p }),
             None => WarehouseConfig::default(),
@@ -387,6 +429,7 @@ impl Project {
                 lake,
                 warehouse,
                 transform,
+                orchestrate,
             })
         } else {
             r.errors

@@ -112,7 +112,7 @@ lake:
     row_group_size: 10
 "#,
         &[
-            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse, transform)",
+            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse, transform, orchestrate)",
             "5:10 source.postgres.url: environment variable `NOT_SET` is not set",
             "6:5 source.postgres.shema: unknown key `shema` (expected one of: url, schema)",
             "9:15 source.tables[0].cursor: expected a string, found a list",
@@ -219,6 +219,102 @@ warehouse:
             "3:3 warehouse: choose one warehouse, not 2 (found: duckdb, postgres)",
             "5:9 warehouse.mode: `upsert` is not one of: truncate, append, merge",
             "6:3 warehouse.bigqery: unknown key `bigqery` (expected one of: duckdb, postgres, bigquery, schema, mode, lineage, max_bad_records, jobs)",
+        ],
+    );
+}
+
+#[test]
+fn orchestrate_section_parses_with_defaults_and_overrides() {
+    let p = load(
+        r#"
+name: x
+orchestrate:
+  schedule: "0 3 * * *"
+  timezone: America/Sao_Paulo
+  start_date: 2026-01-01
+  catchup: true
+  max_active_runs: 2
+  max_active_tasks: 8
+  metadata: "postgres://weir:s3cr3t-pw@h/meta"
+  lease: 10s
+  pools: { source: 2, api: 1 }
+  defaults: { retries: 3, retry_delay: 30s, max_retry_delay: 10m, timeout: 1h }
+  extract: { pool: source, retries: 5 }
+  tasks:
+    - name: vacuum
+      sql: VACUUM ANALYZE
+      on: source
+      depends_on: [end]
+      trigger_rule: all_done
+    - { name: ping, shell: "curl -fsS https://example.org", pool: api, timeout: 30s }
+  notify: { webhook: "https://hooks.example/T0/B1/secret", command: "logger weir" }
+"#,
+    )
+    .unwrap();
+    let o = p.orchestrate.unwrap();
+    assert_eq!(o.schedule.as_deref(), Some("0 3 * * *"));
+    assert_eq!(o.timezone, "America/Sao_Paulo");
+    assert_eq!(
+        o.start_date.unwrap().to_rfc3339(),
+        "2026-01-01T00:00:00+00:00"
+    );
+    assert!(o.catchup);
+    assert_eq!((o.max_active_runs, o.max_active_tasks), (2, 8));
+    assert_eq!(o.lease, std::time::Duration::from_secs(10));
+    assert_eq!(o.poll, DEFAULT_POLL);
+    assert!(!format!("{:?}", o.metadata).contains("s3cr3t-pw"));
+    assert_eq!(o.pools, [("api".to_owned(), 1), ("source".to_owned(), 2)]);
+    assert_eq!(o.defaults.retries, Some(3));
+    let extract = o.extract.or(&o.defaults);
+    assert_eq!(extract.retries, Some(5));
+    assert_eq!(extract.timeout, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(extract.pool.as_deref(), Some("source"));
+    assert_eq!(o.tasks.len(), 2);
+    assert_eq!(o.tasks[0].depends_on, ["end"]);
+    assert_eq!(o.tasks[0].policy.trigger_rule, Some(TriggerRule::AllDone));
+    assert!(matches!(
+        &o.tasks[0].kind,
+        UserTaskKind::Sql { on: SqlTarget::Source, sql } if sql == "VACUUM ANALYZE"
+    ));
+    assert_eq!(o.tasks[1].location.line, 21);
+    assert!(!format!("{:?}", o.notify).contains("secret"));
+}
+
+#[test]
+fn orchestrate_errors_name_line_and_key() {
+    check_errors(
+        r#"name: x
+schedule: "@daily"
+orchestrate:
+  schedule: every day
+  timezone: Mars/Olympus
+  catchup: true
+  lease: soon
+  defaults: { retries: -1, timeout: 5 parsecs, trigger_rule: sometimes }
+  load: { pool: nowhere }
+  metadata: mysql://h/db
+  tasks:
+    - name: a
+      sql: SELECT 1
+      shell: echo
+    - { name: b, empty: true }
+    - { name: b, empty: true }
+    - shell: echo
+"#,
+        &[
+            "2:1 schedule: unknown key `schedule`: it belongs under `orchestrate:` (orchestrate.schedule)",
+            "4:13 orchestrate.schedule: `every day` is not a schedule (@once, @hourly, @daily, @weekly, @monthly or a cron expression): Invalid pattern: Pattern must have between 5 and 7 fields.",
+            "5:13 orchestrate.timezone: `Mars/Olympus` is not an IANA time zone (e.g. UTC, America/Sao_Paulo)",
+            "6:12 orchestrate.catchup: `catchup: true` needs a `start_date` to catch up from",
+            "7:10 orchestrate.lease: `soon` is not a duration (e.g. 30s, 5m, 2h)",
+            "8:24 orchestrate.defaults.retries: -1 is out of range (0 to 100000)",
+            "8:37 orchestrate.defaults.timeout: `5 parsecs` is not a duration (e.g. 30s, 5m, 2h)",
+            "8:62 orchestrate.defaults.trigger_rule: `sometimes` is not one of: all_success, all_done, one_failed",
+            "9:17 orchestrate.load.pool: no pool named `nowhere` under orchestrate.pools",
+            "10:13 orchestrate.metadata: `metadata` is `sqlite` (the default) or a postgres:// URL",
+            "12:7 orchestrate.tasks[0]: a task needs exactly one of `sql`, `shell` or `empty: true`",
+            "16:7 orchestrate.tasks[2]: task `b` is defined twice",
+            "17:7 orchestrate.tasks[3]: missing required key `name`",
         ],
     );
 }

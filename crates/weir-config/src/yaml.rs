@@ -17,6 +17,12 @@ pub struct Location {
     pub column: usize,
 }
 
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
 pub(crate) struct Reader<'a> {
     pub file: &'a Path,
     pub errors: Vec<ConfigError>,
@@ -73,6 +79,16 @@ impl<'a> Reader<'a> {
         at: At<'n>,
         known: &[&str],
     ) -> BTreeMap<String, (&'n MarkedYamlOwned, String)> {
+        self.mapping_with_hint(at, known, &|_| None)
+    }
+
+    /// [`Reader::mapping`], with `hint` saying where an unknown key belongs.
+    pub fn mapping_with_hint<'n>(
+        &mut self,
+        at: At<'n>,
+        known: &[&str],
+        hint: &dyn Fn(&str) -> Option<String>,
+    ) -> BTreeMap<String, (&'n MarkedYamlOwned, String)> {
         let mut out = BTreeMap::new();
         let YamlDataOwned::Mapping(map) = &at.node.data else {
             if !matches!(at.node.data, YamlDataOwned::Value(ScalarOwned::Null)) {
@@ -95,14 +111,14 @@ impl<'a> Reader<'a> {
                 format!("{}.{key}", at.path)
             };
             if !known.is_empty() && !known.contains(&key) {
-                self.error(
-                    k,
-                    &path,
-                    format!(
+                let message = match hint(key) {
+                    Some(h) => format!("unknown key `{key}`: {h}"),
+                    None => format!(
                         "unknown key `{key}` (expected one of: {})",
                         known.join(", ")
                     ),
-                );
+                };
+                self.error(k, &path, message);
                 continue;
             }
             out.insert(key.to_owned(), (v, path));

@@ -88,15 +88,10 @@ fn from_weir(dir: &Path, project: &Project, args: &TransformArgs) -> Result<Reso
             dir.join(&t.project)
         }
     });
-    let kind = match &project.warehouse.target {
-        WarehouseTarget::DuckDb { .. } => "duckdb",
-        WarehouseTarget::Postgres { .. } => "postgres",
-        WarehouseTarget::BigQuery(_) => "bigquery",
-    };
-    let database = match &project.warehouse.target {
-        WarehouseTarget::BigQuery(b) => b.project.clone(),
-        _ => String::new(),
-    };
+    let (kind, database) = (
+        project.warehouse.target.kind(),
+        project.warehouse.target.database(),
+    );
     Ok(Resolved {
         dbt_dir,
         warehouse: project.warehouse.clone(),
@@ -354,65 +349,4 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
         .into());
     }
     Ok(())
-}
-
-/// `weir demo`'s transform step: `build` of the project's dbt project, quietly;
-/// returns a one-line summary, or fails when a node failed.
-pub async fn build_for_demo(dir: &Path) -> Result<String, Failure> {
-    let project =
-        load_project(dir)?.ok_or_else(|| usage(anyhow!("no weir.yml in {}", dir.display())))?;
-    let args = TransformArgs {
-        weir_project: Some(dir.to_path_buf()),
-        project_dir: None,
-        profiles_dir: None,
-        target: None,
-        select: Vec::new(),
-        exclude: Vec::new(),
-        vars: None,
-        threads: None,
-        full_refresh: false,
-        fail_fast: false,
-    };
-    let resolved = from_weir(dir, &project, &args)?;
-    let opts = ProjectOptions {
-        target: resolved.target.clone(),
-        vars: serde_json::Map::new(),
-        full_refresh: false,
-    };
-    let dbt = weir_transform::load_project(&resolved.dbt_dir, &opts).map_err(usage)?;
-    let wh = weir_warehouse::open(&resolved.warehouse, &resolved.base_dir, "")
-        .await
-        .map_err(usage)?;
-    let run_opts = RunOptions {
-        command: Command::Build,
-        selector: Selector::default(),
-        threads: resolved.target.threads,
-        fail_fast: false,
-    };
-    let summary =
-        weir_transform::execute(Arc::new(dbt), Arc::from(wh), &run_opts, &|i, total, r| {
-            if !matches!(r.status, Status::Success | Status::Pass) {
-                say!("{}", line(i, total, r));
-            }
-        })
-        .await
-        .map_err(usage)?;
-    if summary.failed() {
-        return Err(anyhow!("the Olist models failed to build").into());
-    }
-    let models = summary
-        .results
-        .iter()
-        .filter(|r| r.resource_type == ResourceType::Model)
-        .count();
-    let tests = summary
-        .results
-        .iter()
-        .filter(|r| r.resource_type == ResourceType::Test)
-        .count();
-    Ok(format!(
-        "{models} models, {tests} tests: PASS={} WARN={}",
-        summary.count(Status::Success) + summary.count(Status::Pass),
-        summary.count(Status::Warn)
-    ))
 }
