@@ -26,7 +26,9 @@ use std::path::PathBuf;
 pub use artifacts::write_manifest;
 pub use graph::{select, Selector};
 pub use project::{load_project, Node, Project, ProjectOptions, ResourceType, Target};
-pub use run::{execute, Command, NodeResult, RunOptions, RunSummary, Status};
+pub use run::{
+    execute, plan, prepare, run_one, Command, NodeResult, RunOptions, RunSummary, Status,
+};
 
 /// Read a YAML text (dbt's files, `--vars`) as a JSON value.
 pub fn parse_yaml(file: &std::path::Path, text: &str) -> Result<serde_json::Value, TransformError> {

@@ -2,7 +2,7 @@
 //! ephemeral), seed, test — in graph order, `threads` at a time, skipping the
 //! descendants of whatever fails, as dbt does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -415,6 +415,88 @@ fn add_test_edges(
     }
 }
 
+/// Edges among the chosen nodes; in `build`, a node's children also wait for its tests.
+fn edges(
+    project: &Project,
+    command: Command,
+    chosen: &BTreeSet<String>,
+) -> HashMap<String, BTreeSet<String>> {
+    let mut deps: HashMap<String, BTreeSet<String>> = chosen
+        .iter()
+        .map(|id| {
+            let d = project.nodes[id]
+                .depends_on
+                .iter()
+                .filter(|d| chosen.contains(*d))
+                .cloned()
+                .collect();
+            (id.clone(), d)
+        })
+        .collect();
+    if command == Command::Build {
+        add_test_edges(project, chosen, &mut deps);
+    }
+    deps
+}
+
+/// Create the schemas the chosen nodes build in, one at a time: creating the
+/// same schema from two connections at once is a conflict in DuckDB.
+async fn create_schemas(
+    project: &Project,
+    wh: &dyn Warehouse,
+    chosen: &BTreeSet<String>,
+) -> Result<Vec<String>, TransformError> {
+    let schemas: BTreeSet<&str> = chosen
+        .iter()
+        .map(|id| &project.nodes[id])
+        .filter(|n| n.resource_type != ResourceType::Test && n.materialized() != "ephemeral")
+        .map(|n| n.schema.as_str())
+        .collect();
+    for schema in &schemas {
+        wh.ensure_schema(schema)
+            .await
+            .map_err(|e| TransformError::Selection {
+                message: format!("cannot create schema {schema}: {e}"),
+            })?;
+    }
+    Ok(schemas.into_iter().map(str::to_owned).collect())
+}
+
+/// The nodes a command would run and, for each, the nodes it waits for: the
+/// graph an outside scheduler needs to run nodes one by one with [`run_one`]
+/// (after [`prepare`]).
+pub fn plan(
+    project: &Project,
+    command: Command,
+    selector: &Selector,
+) -> Result<BTreeMap<String, BTreeSet<String>>, TransformError> {
+    let chosen = select(project, selector, command.types())?;
+    Ok(edges(project, command, &chosen).into_iter().collect())
+}
+
+/// What `execute` does before the first node: write the manifest and create
+/// the schemas. Returns the schemas.
+pub async fn prepare(
+    project: &Project,
+    wh: &dyn Warehouse,
+    command: Command,
+    selector: &Selector,
+) -> Result<Vec<String>, TransformError> {
+    let chosen = select(project, selector, command.types())?;
+    write_manifest(project);
+    create_schemas(project, wh, &chosen).await
+}
+
+/// Run one node as `execute` would, without its neighbours.
+pub async fn run_one(
+    project: Arc<Project>,
+    wh: Arc<dyn Warehouse>,
+    unique_id: &str,
+    command: Command,
+) -> NodeResult {
+    run_node(project, wh, unique_id.to_owned(), command).await
+}
+
 /// Execute a command on the selected nodes. `report` sees each result as it
 /// finishes (`index of total`).
 pub async fn execute(
@@ -432,44 +514,15 @@ pub async fn execute(
             seconds: 0.0,
         });
     }
-    // Edges among the chosen nodes; in `build`, a node's children also wait for its tests.
-    let mut deps: HashMap<String, BTreeSet<String>> = chosen
-        .iter()
-        .map(|id| {
-            let d = project.nodes[id]
-                .depends_on
-                .iter()
-                .filter(|d| chosen.contains(*d))
-                .cloned()
-                .collect();
-            (id.clone(), d)
-        })
-        .collect();
-    if opts.command == Command::Build {
-        add_test_edges(&project, &chosen, &mut deps);
-    }
+    let deps = edges(&project, opts.command, &chosen);
     let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
     for (id, ds) in &deps {
         for d in ds {
             dependents.entry(d.clone()).or_default().push(id.clone());
         }
     }
-    // Schemas first, one at a time: creating the same schema from two
-    // connections at once is a conflict in DuckDB.
     if opts.command != Command::Compile {
-        let schemas: BTreeSet<&str> = chosen
-            .iter()
-            .map(|id| &project.nodes[id])
-            .filter(|n| n.resource_type != ResourceType::Test && n.materialized() != "ephemeral")
-            .map(|n| n.schema.as_str())
-            .collect();
-        for schema in schemas {
-            wh.ensure_schema(schema)
-                .await
-                .map_err(|e| TransformError::Selection {
-                    message: format!("cannot create schema {schema}: {e}"),
-                })?;
-        }
+        create_schemas(&project, wh.as_ref(), &chosen).await?;
     }
     let total = chosen.len();
     let mut waiting: HashMap<String, usize> =
