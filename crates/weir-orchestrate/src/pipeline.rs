@@ -1,0 +1,857 @@
+//! The Weir pipeline as a DAG: `start` → `extract.T` → `load.T` for every
+//! source table → the dbt project's nodes (or one `transform` task) → `end`,
+//! plus the project's own `sql`/`shell` tasks; and the [`TaskRunner`] that
+//! runs those tasks with the extract, load and transform crates.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::OnceCell;
+use weir_config::{
+    OrchestrateConfig, Project, TaskPolicy, UserTaskKind, DEFAULT_CHUNK_BYTES, DEFAULT_JOBS,
+    SOURCE_POOL,
+};
+use weir_extract::{ExtractOptions, Quiet};
+use weir_lake::{Lake, WriteOptions};
+use weir_transform::{Command, ResourceType, Selector, Status};
+use weir_warehouse::{LoadOptions, Warehouse};
+
+use crate::dag::{Dag, SqlOn, Task, TaskKind};
+use crate::retry::{ErrorKind, RetryPolicy, TaskError};
+use crate::store::Store;
+use crate::worker::{TaskContext, TaskOutput, TaskRunner};
+
+/// Retries for every task unless weir.yml says otherwise (only transient
+/// errors are retried, so this never repeats a task that cannot succeed).
+pub const DEFAULT_RETRIES: u32 = 2;
+pub const DEFAULT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DEFAULT_MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn retry_policy(p: &TaskPolicy) -> RetryPolicy {
+    RetryPolicy {
+        retries: p.retries.unwrap_or(DEFAULT_RETRIES),
+        delay: p.retry_delay.unwrap_or(DEFAULT_RETRY_DELAY),
+        max_delay: p.max_retry_delay.unwrap_or(DEFAULT_MAX_RETRY_DELAY),
+        timeout: p.timeout,
+    }
+}
+
+fn with_policy(mut t: Task, p: &TaskPolicy) -> Task {
+    t.retry = retry_policy(p);
+    t.trigger_rule = p.trigger_rule.unwrap_or_default();
+    t.pool = p.pool.clone();
+    t
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Transform(#[from] weir_transform::Problems),
+    #[error("{0}")]
+    Source(String),
+}
+
+/// Everything a run of a project needs, loaded once.
+pub struct Pipeline {
+    pub project: Project,
+    pub config: OrchestrateConfig,
+    pub dag: Dag,
+    /// The source tables, each an extract → load task group.
+    pub tables: Vec<String>,
+    dbt: Option<Arc<weir_transform::Project>>,
+}
+
+/// The dbt project a Weir project's `transform:` section names, on its warehouse.
+pub fn load_dbt(
+    project: &Project,
+) -> Result<Option<weir_transform::Project>, weir_transform::Problems> {
+    let Some(t) = &project.transform else {
+        return Ok(None);
+    };
+    let dir = if t.project.is_absolute() {
+        t.project.clone()
+    } else {
+        project.dir.join(&t.project)
+    };
+    let opts = weir_transform::ProjectOptions {
+        target: dbt_target(project, "weir", t.threads),
+        vars: serde_json::Map::new(),
+        full_refresh: false,
+    };
+    weir_transform::load_project(&dir, &opts).map(Some)
+}
+
+/// The dbt target for a Weir project's warehouse.
+pub fn dbt_target(project: &Project, name: &str, threads: usize) -> weir_transform::Target {
+    let (kind, database) = (
+        project.warehouse.target.kind(),
+        project.warehouse.target.database(),
+    );
+    weir_transform::Target {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        schema: project
+            .transform
+            .as_ref()
+            .map_or_else(|| "main".to_owned(), |t| t.schema.clone()),
+        database,
+        threads,
+    }
+}
+
+/// The source tables the pipeline moves: those weir.yml lists, or with `"*"`
+/// every base table of the schema (less `exclude`), read from the database.
+async fn source_tables(project: &Project) -> Result<Vec<String>, PipelineError> {
+    let Some(src) = &project.source else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<String> = src.tables.tables.iter().map(|t| t.name.clone()).collect();
+    if src.tables.all {
+        let client = weir_source::connect(&src.url)
+            .await
+            .map_err(|e| PipelineError::Source(e.to_string()))?;
+        let rows = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY 1",
+                &[&src.schema],
+            )
+            .await
+            .map_err(|e| {
+                PipelineError::Source(format!(
+                    "cannot list the tables of schema {}: {e}",
+                    src.schema
+                ))
+            })?;
+        for r in rows {
+            let n: String = r.get(0);
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names.retain(|n| !src.tables.exclude.contains(n));
+    Ok(names)
+}
+
+impl Pipeline {
+    /// Read the project's pipeline: its tables, dbt nodes and extra tasks.
+    pub async fn load(project: Project) -> Result<Pipeline, PipelineError> {
+        let config = project.orchestrate.clone().unwrap_or_default();
+        let tables = source_tables(&project).await?;
+        let dbt = load_dbt(&project)?.map(Arc::new);
+        let dag = build_dag(&project, &config, &tables, dbt.as_deref())?;
+        Ok(Pipeline {
+            project,
+            config,
+            dag,
+            tables,
+            dbt,
+        })
+    }
+
+    /// The runner for this pipeline's tasks (it opens the warehouse once, on
+    /// first use, and shares it between tasks).
+    pub fn runner(&self, store: Arc<Store>) -> Arc<PipelineRunner> {
+        Arc::new(PipelineRunner {
+            project: self.project.clone(),
+            dbt: self.dbt.clone(),
+            warehouse: OnceCell::new(),
+            store,
+            tables: self.tables.clone(),
+            snapshots: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        })
+    }
+}
+
+/// Build the DAG: the seed's shape plus the project's tasks.
+pub fn build_dag(
+    project: &Project,
+    cfg: &OrchestrateConfig,
+    tables: &[String],
+    dbt: Option<&weir_transform::Project>,
+) -> Result<Dag, PipelineError> {
+    let mut tasks = vec![with_policy(
+        Task::new("start", TaskKind::Start),
+        &cfg.defaults,
+    )];
+    let mut pools = cfg.pools.clone();
+    let mut extract = cfg.extract.or(&cfg.defaults);
+    // Extract tasks share the source: unless told otherwise, at most
+    // `source.jobs` of them run at once, in the pool `source`.
+    if let (Some(src), false, None) = (&project.source, tables.is_empty(), &extract.pool) {
+        if !pools.iter().any(|(n, _)| n == SOURCE_POOL) {
+            pools.push((SOURCE_POOL.to_owned(), src.jobs.max(1)));
+        }
+        extract.pool = Some(SOURCE_POOL.to_owned());
+    }
+    let load = cfg.load.or(&cfg.defaults);
+    let transform = cfg.transform.or(&cfg.defaults);
+    let mut loads = Vec::new();
+    for t in tables {
+        tasks.push(
+            with_policy(
+                Task::new(
+                    format!("extract.{t}"),
+                    TaskKind::Extract { table: t.clone() },
+                ),
+                &extract,
+            )
+            .after(["start"]),
+        );
+        tasks.push(
+            with_policy(
+                Task::new(format!("load.{t}"), TaskKind::Load { table: t.clone() }),
+                &load,
+            )
+            .after([format!("extract.{t}")]),
+        );
+        loads.push(format!("load.{t}"));
+    }
+    let all_loads = if loads.is_empty() {
+        vec!["start".to_owned()]
+    } else {
+        loads.clone()
+    };
+    if let Some(dbt) = dbt {
+        if cfg.transform_per_node {
+            tasks.push(
+                with_policy(
+                    Task::new("transform.setup", TaskKind::TransformSetup),
+                    &transform,
+                )
+                .after(["start"]),
+            );
+            let plan = weir_transform::plan(dbt, Command::Build, &Selector::default())
+                .map_err(|e| PipelineError::Config(e.to_string()))?;
+            let raw = &project.warehouse.schema;
+            let node_ids: Vec<String> = plan.keys().cloned().collect();
+            for (id, deps) in plan {
+                let node = &dbt.nodes[&id];
+                let mut after: BTreeSet<String> = deps.into_iter().collect();
+                after.insert("transform.setup".to_owned());
+                for d in &node.depends_on {
+                    if let Some(src) = dbt.sources.get(d) {
+                        // A source the loader writes waits for that table's
+                        // load; any other source waits for every load.
+                        let load_id = format!("load.{}", src.identifier);
+                        if src.schema == *raw && loads.contains(&load_id) {
+                            after.insert(load_id);
+                        } else {
+                            after.extend(all_loads.iter().cloned());
+                        }
+                    }
+                }
+                tasks.push(
+                    with_policy(
+                        Task::new(id.clone(), TaskKind::Node { unique_id: id }),
+                        &transform,
+                    )
+                    .after(after),
+                );
+            }
+            // `transform` names the whole stage, as in single-task mode, so
+            // project tasks can depend on it either way.
+            tasks.push(
+                with_policy(Task::new("transform", TaskKind::Empty), &transform)
+                    .after(node_ids.into_iter().chain(["transform.setup".to_owned()])),
+            );
+        } else {
+            tasks.push(
+                with_policy(Task::new("transform", TaskKind::Transform), &transform)
+                    .after(all_loads.clone()),
+            );
+        }
+    }
+    for u in &cfg.tasks {
+        let kind = match &u.kind {
+            UserTaskKind::Sql { on, sql } => TaskKind::Sql {
+                on: match on {
+                    weir_config::SqlTarget::Warehouse => SqlOn::Warehouse,
+                    weir_config::SqlTarget::Source => SqlOn::Source,
+                },
+                sql: sql.clone(),
+            },
+            UserTaskKind::Shell { command } => TaskKind::Shell {
+                command: command.clone(),
+            },
+            UserTaskKind::Empty => TaskKind::Empty,
+        };
+        let deps = if u.depends_on.is_empty() {
+            vec!["start".to_owned()]
+        } else {
+            u.depends_on.clone()
+        };
+        tasks.push(
+            with_policy(Task::new(u.name.clone(), kind), &u.policy.or(&cfg.defaults)).after(deps),
+        );
+    }
+    // `end` waits for every task nothing else waits for, except the
+    // project's tasks that run after `end`.
+    let waited: BTreeSet<&str> = tasks
+        .iter()
+        .flat_map(|t| t.depends_on.iter().map(String::as_str))
+        .collect();
+    let after_end: BTreeSet<&str> = cfg
+        .tasks
+        .iter()
+        .filter(|u| u.depends_on.iter().any(|d| d == "end"))
+        .map(|u| u.name.as_str())
+        .collect();
+    let sinks: Vec<String> = tasks
+        .iter()
+        .map(|t| t.id.as_str())
+        .filter(|id| !waited.contains(id) && !after_end.contains(id))
+        .map(str::to_owned)
+        .collect();
+    tasks.push(with_policy(Task::new("end", TaskKind::Empty), &cfg.defaults).after(sinks));
+    apply_overrides(cfg, &extract, &load, &transform, &mut tasks)?;
+    Dag::new(project.name.clone(), tasks, pools).map_err(|problems| {
+        PipelineError::Config(format!(
+            "the pipeline of {} is not a valid DAG:\n  {}",
+            project.dir.join(weir_config::PROJECT_FILE).display(),
+            problems.join("\n  ")
+        ))
+    })
+}
+
+/// `orchestrate.overrides`: settings for particular tasks, over their
+/// group's (shorter patterns first, so the most specific one wins). A
+/// pattern that names no task is an error: it is most likely a typo.
+fn apply_overrides(
+    cfg: &OrchestrateConfig,
+    extract: &TaskPolicy,
+    load: &TaskPolicy,
+    transform: &TaskPolicy,
+    tasks: &mut [Task],
+) -> Result<(), PipelineError> {
+    if cfg.overrides.is_empty() {
+        return Ok(());
+    }
+    let mut overrides: Vec<&(String, TaskPolicy, weir_config::Location)> =
+        cfg.overrides.iter().collect();
+    overrides.sort_by_key(|o| o.0.len());
+    let mut unused: Vec<String> = Vec::new();
+    for (pattern, _, at) in &overrides {
+        if !tasks
+            .iter()
+            .any(|t| weir_config::pattern_matches(pattern, &t.id))
+        {
+            unused.push(format!(
+                "{at}: orchestrate.overrides.{pattern}: names no task of the pipeline"
+            ));
+        }
+    }
+    if !unused.is_empty() {
+        return Err(PipelineError::Config(unused.join("\n")));
+    }
+    for t in tasks.iter_mut() {
+        let matching: Vec<&TaskPolicy> = overrides
+            .iter()
+            .filter(|o| weir_config::pattern_matches(&o.0, &t.id))
+            .map(|o| &o.1)
+            .collect();
+        if matching.is_empty() {
+            continue;
+        }
+        let mut policy = match &t.kind {
+            TaskKind::Extract { .. } => extract.clone(),
+            TaskKind::Load { .. } => load.clone(),
+            TaskKind::TransformSetup | TaskKind::Node { .. } | TaskKind::Transform => {
+                transform.clone()
+            }
+            _ => cfg
+                .tasks
+                .iter()
+                .find(|u| u.name == t.id)
+                .map_or_else(|| cfg.defaults.clone(), |u| u.policy.or(&cfg.defaults)),
+        };
+        for m in matching {
+            policy = m.or(&policy);
+        }
+        let deps = std::mem::take(&mut t.depends_on);
+        *t = with_policy(t.clone(), &policy).after(deps);
+    }
+    Ok(())
+}
+
+/// Runs the pipeline's tasks in this process.
+pub struct PipelineRunner {
+    project: Project,
+    dbt: Option<Arc<weir_transform::Project>>,
+    warehouse: OnceCell<Arc<dyn Warehouse>>,
+    store: Arc<Store>,
+    /// The source tables the DAG extracts.
+    tables: Vec<String>,
+    /// Snapshots exported by `start` tasks this process ran, by run: held
+    /// open until that run's extract tasks are over, so they all read the
+    /// source as of one moment (as `weir extract` does).
+    snapshots: Arc<std::sync::Mutex<HashMap<i64, weir_source::Snapshot>>>,
+}
+
+fn classify(e: &(dyn std::error::Error + 'static)) -> TaskError {
+    TaskError::classify(e)
+}
+
+fn cancelled() -> TaskError {
+    TaskError {
+        kind: ErrorKind::Cancelled,
+        message: "cancelled".to_owned(),
+    }
+}
+
+impl PipelineRunner {
+    async fn warehouse(&self) -> Result<Arc<dyn Warehouse>, TaskError> {
+        self.warehouse
+            .get_or_try_init(|| async {
+                weir_warehouse::open(
+                    &self.project.warehouse,
+                    &self.project.dir,
+                    &self.project.lake.url,
+                )
+                .await
+                .map(Arc::from)
+            })
+            .await
+            .cloned()
+            .map_err(|e| classify(&e))
+    }
+
+    fn lake(&self) -> Result<Lake, TaskError> {
+        Lake::open(
+            &self.project.lake.url,
+            &self.project.dir,
+            &self.project.name,
+        )
+        .map_err(|e| TaskError::permanent(e.to_string()))
+    }
+
+    fn extract_options(&self, table: &str) -> Result<ExtractOptions, TaskError> {
+        let src = self
+            .project
+            .source
+            .as_ref()
+            .ok_or_else(|| TaskError::permanent("the project has no `source:` section"))?;
+        Ok(ExtractOptions {
+            project: self.project.name.clone(),
+            source_url: src.url.clone(),
+            schema: src.schema.clone(),
+            tables: src.tables.clone(),
+            only: Some(vec![table.to_owned()]),
+            jobs: src.jobs.max(1).min(DEFAULT_JOBS.max(src.jobs)),
+            chunk_bytes: if src.chunk_bytes == 0 {
+                DEFAULT_CHUNK_BYTES
+            } else {
+                src.chunk_bytes
+            },
+            write: WriteOptions::from_config(&self.project.lake),
+            snapshot: None,
+        })
+    }
+
+    fn load_options(&self, run: &str, table: &str) -> LoadOptions {
+        LoadOptions {
+            // One table per task; the tasks themselves run in parallel.
+            jobs: 1,
+            ..LoadOptions::for_project(
+                Some(&self.project),
+                &self.project.warehouse,
+                run,
+                Some(vec![table.to_owned()]),
+            )
+        }
+    }
+
+    async fn start(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        let Some(src) = self
+            .project
+            .source
+            .as_ref()
+            .filter(|_| !self.tables.is_empty())
+        else {
+            return Ok(TaskOutput {
+                message: "no source tables".to_owned(),
+                ..TaskOutput::default()
+            });
+        };
+        let lake = self.lake()?;
+        // Reaching the lake (a local folder is created when opened).
+        lake.list_runs().await.map_err(|e| classify(&e))?;
+        ctx.log.line(&format!("lake {} ready", lake.url()));
+        let wh = self.warehouse().await?;
+        wh.ensure_schema(&self.project.warehouse.schema)
+            .await
+            .map_err(|e| classify(&e))?;
+        ctx.log.line(&format!(
+            "warehouse {} schema {} ready",
+            wh.describe_target(),
+            self.project.warehouse.schema
+        ));
+        // One snapshot for every extract task of this run.
+        let snapshot = tokio::select! {
+            r = weir_source::Snapshot::export(&src.url) => r.map_err(|e| classify(&e))?,
+            () = ctx.cancel.cancelled() => return Err(cancelled()),
+        };
+        let reference = snapshot.reference();
+        ctx.log.line(&format!(
+            "exported snapshot {} ({}) for the run's extract tasks",
+            reference.id, reference.txid_snapshot
+        ));
+        self.hold_snapshot(ctx.run_id, snapshot);
+        Ok(TaskOutput {
+            message: format!(
+                "lake, schema {} and snapshot ready",
+                self.project.warehouse.schema
+            ),
+            data: Some(serde_json::json!({ "snapshot": reference })),
+            ..TaskOutput::default()
+        })
+    }
+
+    /// Keep `snapshot` open until the run's extract tasks are all over (or
+    /// the run ended), checking the store every second.
+    fn hold_snapshot(&self, run: i64, snapshot: weir_source::Snapshot) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run, snapshot);
+        let (store, snapshots) = (self.store.clone(), self.snapshots.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let over = match (store.run(run).await, store.tasks(run).await) {
+                    (Ok(Some(r)), Ok(tasks)) => {
+                        r.state.is_done()
+                            || tasks
+                                .iter()
+                                .filter(|t| t.task_id.starts_with("extract."))
+                                .all(|t| t.state.is_done())
+                    }
+                    // The store is unreachable: the snapshot is not worth a stuck source transaction.
+                    _ => true,
+                };
+                if over {
+                    let s = snapshots
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&run);
+                    if let Some(s) = s {
+                        s.release().await;
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn extract(&self, ctx: &TaskContext, table: &str) -> Result<TaskOutput, TaskError> {
+        let mut opts = self.extract_options(table)?;
+        opts.snapshot = ctx
+            .upstream
+            .get("start")
+            .and_then(|o| o.get("snapshot"))
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
+        let lake = self.lake()?;
+        let mut result = tokio::select! {
+            r = weir_extract::extract(&lake, &opts, &Quiet) => r,
+            () = ctx.cancel.cancelled() => return Err(cancelled()),
+        };
+        if let Err(weir_extract::ExtractError::Source(weir_source::SourceError::SnapshotGone {
+            ..
+        })) = &result
+        {
+            // The process that exported the run's snapshot stopped (a restart):
+            // this table reads a snapshot of its own, later than the others'.
+            ctx.log.line(
+                "the run's snapshot is gone (the process that exported it stopped); \
+                 this table is read in a new snapshot, later than the tables extracted before the restart",
+            );
+            tracing::warn!(task = %ctx.task.id, "the run's snapshot is gone; reading {table} in a new one");
+            opts.snapshot = None;
+            result = tokio::select! {
+                r = weir_extract::extract(&lake, &opts, &Quiet) => r,
+                () = ctx.cancel.cancelled() => return Err(cancelled()),
+            };
+        }
+        let s = result.map_err(|e| classify(&e))?;
+        ctx.log.line(&format!(
+            "extracted {} rows, {} bytes to {} (snapshot {})",
+            s.rows, s.bytes, s.manifest_url, s.snapshot
+        ));
+        Ok(TaskOutput {
+            rows: Some(s.rows),
+            bytes: Some(s.bytes),
+            data: Some(serde_json::json!({ "lake_run": s.run_id, "snapshot": s.snapshot })),
+            message: format!("{} rows", s.rows),
+        })
+    }
+
+    async fn load(&self, ctx: &TaskContext, table: &str) -> Result<TaskOutput, TaskError> {
+        let run = ctx
+            .upstream
+            .get(&format!("extract.{table}"))
+            .and_then(|o| o.get("lake_run"))
+            .and_then(|r| r.as_str())
+            .ok_or_else(|| TaskError::permanent(format!("no lake run from extract.{table}")))?
+            .to_owned();
+        let lake = self.lake()?;
+        let wh = self.warehouse().await?;
+        let opts = self.load_options(&run, table);
+        let s = tokio::select! {
+            r = weir_warehouse::load(wh.as_ref(), &lake, &opts) => r.map_err(|e| classify(&e))?,
+            () = ctx.cancel.cancelled() => return Err(cancelled()),
+        };
+        let rows: u64 = s.tables.iter().map(|t| t.rows).sum();
+        let rejected: u64 = s.tables.iter().map(|t| t.rejected).sum();
+        for t in &s.tables {
+            ctx.log.line(&format!(
+                "{}: {} rows ({} rejected{}) {}",
+                t.name,
+                t.rows,
+                t.rejected,
+                t.rejects_file
+                    .as_deref()
+                    .map(|f| format!(", in {f}"))
+                    .unwrap_or_default(),
+                t.error.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(e) = s.tables.iter().find_map(|t| t.error.clone()) {
+            return Err(TaskError::from_message(e));
+        }
+        Ok(TaskOutput {
+            rows: Some(rows),
+            data: Some(serde_json::json!({ "lake_run": run, "rows": rows, "rejected": rejected })),
+            message: format!(
+                "{rows} rows{}",
+                if rejected > 0 {
+                    format!(", {rejected} rejected")
+                } else {
+                    String::new()
+                }
+            ),
+            ..TaskOutput::default()
+        })
+    }
+
+    fn dbt(&self) -> Result<Arc<weir_transform::Project>, TaskError> {
+        self.dbt
+            .clone()
+            .ok_or_else(|| TaskError::permanent("the project has no `transform:` section"))
+    }
+
+    async fn node(&self, ctx: &TaskContext, unique_id: &str) -> Result<TaskOutput, TaskError> {
+        let dbt = self.dbt()?;
+        if !dbt.nodes.contains_key(unique_id) {
+            return Err(TaskError::permanent(format!(
+                "{unique_id} is no longer in the dbt project; start a new run"
+            )));
+        }
+        let wh = self.warehouse().await?;
+        let r = tokio::select! {
+            r = weir_transform::run_one(dbt.clone(), wh, unique_id, Command::Build) => r,
+            () = ctx.cancel.cancelled() => return Err(cancelled()),
+        };
+        ctx.log.line(&format!(
+            "{} {}: {}",
+            r.status.as_str(),
+            r.relation,
+            r.message
+        ));
+        match r.status {
+            Status::Success | Status::Pass | Status::Warn | Status::Skipped => Ok(TaskOutput {
+                rows: None,
+                message: if r.resource_type == ResourceType::Test {
+                    format!("{} {}", r.status.as_str(), r.message)
+                } else {
+                    r.message
+                },
+                ..TaskOutput::default()
+            }),
+            Status::Error | Status::Fail => Err(TaskError::from_message(r.message)),
+        }
+    }
+
+    async fn transform_setup(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        let dbt = self.dbt()?;
+        let wh = self.warehouse().await?;
+        let schemas =
+            weir_transform::prepare(&dbt, wh.as_ref(), Command::Build, &Selector::default())
+                .await
+                .map_err(|e| TaskError::from_message(e.to_string()))?;
+        ctx.log.line(&format!("schemas: {}", schemas.join(", ")));
+        Ok(TaskOutput {
+            message: format!("{} schema(s)", schemas.len()),
+            ..TaskOutput::default()
+        })
+    }
+
+    async fn transform(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        let dbt = self.dbt()?;
+        let wh = self.warehouse().await?;
+        let opts = weir_transform::RunOptions {
+            command: Command::Build,
+            selector: Selector::default(),
+            threads: dbt.target.threads,
+            fail_fast: false,
+        };
+        let log = ctx.log.clone();
+        let report = move |i: usize, total: usize, r: &weir_transform::NodeResult| {
+            log.line(&format!(
+                "{i} of {total} {} {} {:.2}s {}",
+                r.status.as_str(),
+                r.unique_id,
+                r.seconds,
+                r.message
+            ));
+        };
+        let s = tokio::select! {
+            r = weir_transform::execute(dbt.clone(), wh, &opts, &report) => r.map_err(|e| TaskError::from_message(e.to_string()))?,
+            () = ctx.cancel.cancelled() => return Err(cancelled()),
+        };
+        if s.failed() {
+            let first = s
+                .results
+                .iter()
+                .find(|r| matches!(r.status, Status::Error | Status::Fail))
+                .map(|r| format!("{}: {}", r.unique_id, r.message))
+                .unwrap_or_default();
+            return Err(TaskError::from_message(format!(
+                "{} node(s) failed; first: {first}",
+                s.count(Status::Error) + s.count(Status::Fail)
+            )));
+        }
+        Ok(TaskOutput {
+            message: format!("{} nodes", s.results.len()),
+            ..TaskOutput::default()
+        })
+    }
+
+    async fn sql(&self, ctx: &TaskContext, on: SqlOn, sql: &str) -> Result<TaskOutput, TaskError> {
+        match on {
+            SqlOn::Warehouse => {
+                let wh = self.warehouse().await?;
+                tokio::select! {
+                    r = wh.execute(sql) => r.map_err(|e| classify(&e))?,
+                    () = ctx.cancel.cancelled() => return Err(cancelled()),
+                }
+            }
+            SqlOn::Source => {
+                let src =
+                    self.project.source.as_ref().ok_or_else(|| {
+                        TaskError::permanent("the project has no `source:` section")
+                    })?;
+                let client = weir_source::connect(&src.url)
+                    .await
+                    .map_err(|e| classify(&e))?;
+                let cancel = client.cancel_token();
+                tokio::select! {
+                    r = client.batch_execute(sql) => r.map_err(|e| classify(&e))?,
+                    () = ctx.cancel.cancelled() => {
+                        // Stop the query on the server, not just here.
+                        let r = cancel.cancel_query(tokio_postgres::NoTls).await;
+                        ctx.log.line(&format!("cancelled the query on the server: {r:?}"));
+                        return Err(cancelled());
+                    }
+                }
+            }
+        }
+        ctx.log.line("ok");
+        Ok(TaskOutput {
+            message: "ok".to_owned(),
+            ..TaskOutput::default()
+        })
+    }
+
+    async fn shell(&self, ctx: &TaskContext, command: &str) -> Result<TaskOutput, TaskError> {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(&self.project.dir)
+            .env("WEIR_RUN_ID", ctx.run_id.to_string())
+            .env("WEIR_TASK_ID", &ctx.task.id)
+            .env("WEIR_TRY", ctx.try_number.to_string())
+            .env("WEIR_INTERVAL_START", crate::store::ts(ctx.interval.start))
+            .env("WEIR_INTERVAL_END", crate::store::ts(ctx.interval.end))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| TaskError::permanent(format!("cannot start `sh -c {command}`: {e}")))?;
+        let pid = child.id();
+        let out = pump(child.stdout.take(), ctx.log.clone());
+        let err = pump(child.stderr.take(), ctx.log.clone());
+        let status = tokio::select! {
+            (s, (), ()) = async { tokio::join!(child.wait(), out, err) } => s,
+            () = ctx.cancel.cancelled() => {
+                // The whole process group, so the command's children stop too.
+                if let Some(pid) = pid {
+                    let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+                }
+                return Err(cancelled());
+            }
+        }
+        .map_err(|e| TaskError::permanent(format!("waiting for `{command}`: {e}")))?;
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(0), _) => Ok(TaskOutput {
+                message: "exit 0".to_owned(),
+                ..TaskOutput::default()
+            }),
+            // EX_TEMPFAIL: the command says "try again later".
+            (Some(75), _) => Err(TaskError::transient(format!(
+                "`{command}` exited with 75 (temporary failure)"
+            ))),
+            (Some(code), _) => Err(TaskError::permanent(format!(
+                "`{command}` exited with {code} (see {})",
+                ctx.log.path.display()
+            ))),
+            (None, sig) => Err(TaskError::transient(format!(
+                "`{command}` was killed by signal {}",
+                sig.unwrap_or(0)
+            ))),
+        }
+    }
+}
+
+/// Copy a command's output into its attempt's log as it comes.
+async fn pump(r: Option<impl tokio::io::AsyncRead + Unpin>, log: crate::worker::TaskLog) {
+    let Some(mut r) = r else { return };
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        log.raw(&buf[..n]);
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskRunner for PipelineRunner {
+    async fn run(&self, ctx: TaskContext) -> Result<TaskOutput, TaskError> {
+        let kind = ctx.task.kind.clone();
+        match &kind {
+            TaskKind::Start => self.start(&ctx).await,
+            TaskKind::Extract { table } => self.extract(&ctx, table).await,
+            TaskKind::Load { table } => self.load(&ctx, table).await,
+            TaskKind::TransformSetup => self.transform_setup(&ctx).await,
+            TaskKind::Node { unique_id } => self.node(&ctx, unique_id).await,
+            TaskKind::Transform => self.transform(&ctx).await,
+            TaskKind::Sql { on, sql } => self.sql(&ctx, *on, sql).await,
+            TaskKind::Shell { command } => self.shell(&ctx, command).await,
+            TaskKind::Empty => Ok(TaskOutput::default()),
+        }
+    }
+}
+
+/// Where a project keeps its run history and logs.
+pub fn state_dir(project_dir: &Path) -> PathBuf {
+    project_dir.join(".weir")
+}

@@ -1,0 +1,308 @@
+//! Retries: which errors are worth another try, and how long to wait first.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// What went wrong with a task, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A dropped connection, a serialization failure, HTTP 429/5xx: retried.
+    Transient,
+    /// Configuration, SQL, authentication, a command that failed: not retried.
+    Permanent,
+    /// The task ran past its `timeout` and was cancelled: retried.
+    Timeout,
+    /// The run was stopped (Ctrl-C, shutdown): the task goes back to pending.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::Timeout)
+    }
+}
+
+impl TaskError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        TaskError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        TaskError {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// Classify any error by what it is (a PostgreSQL SQLSTATE, an I/O error
+    /// kind) and, for errors that crossed a crate boundary as text, by the
+    /// messages those carry.
+    pub fn classify(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut kind = None;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+                if let Some(code) = pg.code() {
+                    kind = Some(sqlstate_kind(code.code()));
+                    break;
+                }
+                if pg.is_closed() {
+                    kind = Some(ErrorKind::Transient);
+                    break;
+                }
+            }
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io_transient(io.kind()) {
+                    kind = Some(ErrorKind::Transient);
+                    break;
+                }
+            }
+            cur = err.source();
+        }
+        let message = chain(e);
+        TaskError {
+            kind: kind.unwrap_or_else(|| message_kind(&message)),
+            message,
+        }
+    }
+
+    /// Classify an error known only by its text.
+    pub fn from_message(message: impl Into<String>) -> Self {
+        let message = message.into();
+        TaskError {
+            kind: message_kind(&message),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+/// An error and its causes, as `outer: inner: root`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// PostgreSQL SQLSTATE classes worth a retry: connection exceptions (08),
+/// serialization failures and deadlocks (40001, 40P01), too many connections
+/// (53300), and the server going away (57P01-57P03).
+fn sqlstate_kind(code: &str) -> ErrorKind {
+    let transient = code.starts_with("08")
+        || matches!(
+            code,
+            "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
+        );
+    if transient {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    }
+}
+
+fn io_transient(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::NotConnected
+    )
+}
+
+/// For errors that reached us as text (through other crates' error types).
+fn message_kind(m: &str) -> ErrorKind {
+    let m = m.to_ascii_lowercase();
+    const TRANSIENT: &[&str] = &[
+        "connection reset",
+        "connection refused",
+        "connection closed",
+        "broken pipe",
+        "timed out",
+        "could not serialize access",
+        "deadlock detected",
+        "too many connections",
+        "the database system is starting up",
+        "the database system is shutting down",
+        "terminating connection",
+        "status 429",
+        "429 too many requests",
+        "status 500",
+        "status 502",
+        "status 503",
+        "status 504",
+        "503 service unavailable",
+        "502 bad gateway",
+        "504 gateway timeout",
+        "rate limit",
+    ];
+    if TRANSIENT.iter().any(|t| m.contains(t)) {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    }
+}
+
+/// How often and how patiently a task is retried.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RetryPolicy {
+    /// Tries after the first.
+    pub retries: u32,
+    /// The wait before the first retry; doubled each time after.
+    pub delay: Duration,
+    /// The wait never grows past this.
+    pub max_delay: Duration,
+    /// Cancel an attempt that runs longer than this.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 0,
+            delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(600),
+            timeout: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first retry):
+    /// `delay × 2^(retry-1)`, capped at `max_delay`, then jittered to between
+    /// half and all of it so tasks that failed together do not retry together.
+    /// `key` makes the jitter repeatable (run, task and try).
+    pub fn backoff(&self, retry: u32, key: impl Hash) -> Duration {
+        let exp = retry.saturating_sub(1).min(63);
+        let factor = 1u64.checked_shl(exp).unwrap_or(u64::MAX);
+        let base_ms = u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX);
+        let cap_ms = u64::try_from(self.max_delay.as_millis()).unwrap_or(u64::MAX);
+        let full = base_ms.saturating_mul(factor).min(cap_ms);
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        let unit = (h.finish() % 1_000_001) as f64 / 1_000_000.0;
+        let jittered = full / 2 + ((full - full / 2) as f64 * unit) as u64;
+        Duration::from_millis(jittered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let p = RetryPolicy {
+            retries: 10,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            timeout: None,
+        };
+        for (retry, full) in [
+            (1u32, 1000u64),
+            (2, 2000),
+            (3, 4000),
+            (6, 32000),
+            (7, 60000),
+            (20, 60000),
+        ] {
+            for key in 0..50 {
+                let d = p.backoff(retry, ("run", "task", key)).as_millis() as u64;
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "retry {retry}: {d} ms outside {}..={full}",
+                    full / 2
+                );
+            }
+        }
+        // Repeatable for the same key, spread across keys.
+        assert_eq!(p.backoff(3, 7), p.backoff(3, 7));
+        let spread: std::collections::BTreeSet<_> = (0..20).map(|k| p.backoff(3, k)).collect();
+        assert!(spread.len() > 10);
+    }
+
+    #[test]
+    fn thousands_of_retries_never_overflow() {
+        let p = RetryPolicy {
+            retries: u32::MAX,
+            delay: Duration::from_secs(u64::MAX / 1000),
+            max_delay: Duration::MAX,
+            timeout: None,
+        };
+        let mut last = Duration::ZERO;
+        for retry in [1, 2, 63, 64, 65, 1000, 5000, u32::MAX] {
+            let d = p.backoff(retry, retry);
+            assert!(d >= Duration::from_millis(u64::MAX / 2));
+            last = last.max(d);
+        }
+        let small = RetryPolicy {
+            delay: Duration::from_millis(1),
+            max_delay: Duration::from_secs(5),
+            ..p
+        };
+        for retry in 0..10_000 {
+            assert!(small.backoff(retry, retry) <= Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn only_transient_errors_are_retried() {
+        for m in [
+            "error: connection reset by peer",
+            "db error: ERROR: could not serialize access due to concurrent update",
+            "HTTP status 503 Service Unavailable",
+            "server returned 429 Too Many Requests",
+        ] {
+            assert_eq!(TaskError::from_message(m).kind, ErrorKind::Transient, "{m}");
+        }
+        for m in [
+            "db error: ERROR: syntax error at or near \"SELEC\"",
+            "password authentication failed for user \"app\"",
+            "weir.yml:3:5: source.jobs: 0 is out of range",
+        ] {
+            assert_eq!(TaskError::from_message(m).kind, ErrorKind::Permanent, "{m}");
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer went away");
+        assert_eq!(TaskError::classify(&io).kind, ErrorKind::Transient);
+        assert_eq!(sqlstate_kind("40001"), ErrorKind::Transient);
+        assert_eq!(sqlstate_kind("28P01"), ErrorKind::Permanent);
+        assert_eq!(sqlstate_kind("42601"), ErrorKind::Permanent);
+        assert!(ErrorKind::Timeout.retryable());
+        assert!(!ErrorKind::Cancelled.retryable());
+    }
+}
