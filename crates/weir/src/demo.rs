@@ -1,5 +1,6 @@
-//! `weir demo`: private PostgreSQL → Olist sample data → lake → warehouse,
-//! with timings and a few answers read back from the warehouse.
+//! `weir demo`: private PostgreSQL → Olist sample data → `weir run` of the
+//! project's pipeline (extract, load, transform, tests) → the answers, with
+//! each stage's time.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,8 +11,8 @@ use weir_config::SecretUrl;
 use weir_source::cluster::PrivateCluster;
 use weir_source::olist::{generate_into_postgres, GenerateOptions};
 
-use crate::extract::{extract_with_progress, load_project, options, print_summary, ExtractArgs};
-use crate::load::{load_run, open_warehouse, print_load_summary, write_result, Overrides};
+use crate::extract::load_project;
+use crate::load::{open_warehouse, write_result};
 use crate::{usage, Failure};
 
 #[derive(Args)]
@@ -46,7 +47,13 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
             PathBuf::from(".")
         }
     });
-    let project = load_project(&dir)?;
+    let project = load_project(&dir)?.ok_or_else(|| {
+        usage(anyhow!(
+            "no {} in {}: `weir demo` runs a project's pipeline (by default examples/olist; -p names another)",
+            weir_config::PROJECT_FILE,
+            dir.display()
+        ))
+    })?;
     let total = Instant::now();
 
     // 1. A PostgreSQL to play the application's database.
@@ -103,62 +110,57 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         t,
     );
 
-    // 3. Extract to the lake.
+    // 3. The pipeline as `weir run` runs it: extract → load per table, in
+    //    parallel, then the dbt-compatible Olist models and their tests.
     let t = Instant::now();
-    let extract_args = ExtractArgs {
-        project: Some(dir.clone()),
-        source_url: Some(url.expose().to_owned()),
-        schema: Some("public".to_owned()),
-        tables: None,
-        lake: None,
-        format: args.format.clone(),
-        jobs: None,
-        json: false,
-    };
-    let (mut opts, lake) = options(&extract_args, &dir, project.as_ref())?;
-    if project.is_none() {
-        opts.project = "olist".to_owned();
+    let mut project = project;
+    if let Some(src) = project.source.as_mut() {
+        src.url = url.clone();
+    } else {
+        return Err(usage(anyhow!(
+            "{} has no `source:` section to point at the demo's database",
+            dir.join(weir_config::PROJECT_FILE).display()
+        )));
     }
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let summary = extract_with_progress(&dir, &opts, &lake, progress).await?;
-    step(
-        &format!("extracted {} tables to the lake", summary.tables.len()),
-        t,
-    );
-    print_summary(&summary);
-
-    // 4. Load the run into the warehouse (embedded DuckDB by default).
-    let t = Instant::now();
-    let loaded = load_run(
-        &dir,
-        project.as_ref(),
-        &opts.project,
-        Overrides::default(),
-        &summary.run_id,
-        None,
-        None,
-    )
-    .await?;
+    if let Some(f) = &args.format {
+        project.lake.format = weir_config::LakeFormat::parse(f).unwrap_or(project.lake.format);
+    }
+    let printer = std::sync::Arc::new(crate::orchestrate::Printer {
+        quiet_success: true,
+        show_run: false,
+    });
+    let report = crate::orchestrate::run_pipeline(project.clone(), true, printer).await?;
+    if report.state != Some(weir_orchestrate::store::RunState::Success) {
+        crate::orchestrate::print_report(&report);
+        return Err(anyhow!(
+            "the pipeline run {} did not succeed; `weir logs -p {} {}` shows why",
+            report.run_id,
+            dir.display(),
+            report.run_id
+        )
+        .into());
+    }
     step(
         &format!(
-            "loaded {} tables into {}",
-            loaded.tables.len(),
-            loaded.warehouse
+            "weir run {}: extract, load, transform, tests",
+            report.run_id
         ),
         t,
     );
-    print_load_summary(&loaded);
-    if loaded.failed() > 0 {
-        return Err(anyhow!("{} table(s) failed to load", loaded.failed()).into());
+    for s in &report.stages {
+        if s.name != "end" {
+            say!(
+                "    {:<10} {:>6.2}s → {:>5.2}s  {:>7.2}s",
+                s.name,
+                s.from,
+                s.to,
+                s.to - s.from
+            );
+        }
     }
 
-    // 5. The dbt-compatible Olist models: transform → staging → intermediate → final, with tests.
-    let t = Instant::now();
-    let built = crate::transform::build_for_demo(&dir).await?;
-    step(&format!("built the Olist models ({built})"), t);
-
     // 6. The headline answers, from the final tables.
-    let wh = open_warehouse(&dir, project.as_ref(), None).await?;
+    let wh = open_warehouse(&dir, Some(&project), None).await?;
     let d = wh.dialect();
     let fin = |t: &str| d.relation("final", t);
     let questions = [

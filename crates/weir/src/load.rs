@@ -1,6 +1,5 @@
 //! `weir load` and `weir query`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -81,29 +80,9 @@ pub fn load_options(
     tables: Option<Vec<String>>,
     mode: Option<&str>,
 ) -> LoadOptions {
-    let mut table_modes = HashMap::new();
-    let mut table_max_bad_records = HashMap::new();
-    if let Some(src) = project.and_then(|p| p.source.as_ref()) {
-        for t in &src.tables.tables {
-            if let Some(m) = t.load_mode {
-                table_modes.insert(t.name.clone(), m);
-            }
-            if let Some(b) = t.max_bad_records {
-                table_max_bad_records.insert(t.name.clone(), b);
-            }
-        }
-    }
     LoadOptions {
-        run: Some(run.to_owned()),
-        tables,
         mode: mode.and_then(LoadMode::parse),
-        default_mode: cfg.mode,
-        table_modes,
-        schema: cfg.schema.clone(),
-        lineage: cfg.lineage,
-        max_bad_records: cfg.max_bad_records,
-        table_max_bad_records,
-        jobs: cfg.jobs,
+        ..LoadOptions::for_project(project, cfg, run, tables)
     }
 }
 

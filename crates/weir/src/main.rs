@@ -15,6 +15,7 @@ macro_rules! say {
 mod demo;
 mod extract;
 mod load;
+mod orchestrate;
 mod progress;
 mod source;
 mod transform;
@@ -53,6 +54,20 @@ enum Command {
         #[command(subcommand)]
         command: transform::TransformCommand,
     },
+    /// Run the whole pipeline once as a DAG (resuming an unfinished run), with progress.
+    Run(orchestrate::RunArgs),
+    /// The scheduler: runs the pipeline on `orchestrate.schedule` until stopped.
+    Up(orchestrate::ProjectArg),
+    /// Run tasks of the project's runs from a shared PostgreSQL metadata store.
+    Worker(orchestrate::WorkerArgs),
+    /// The pipeline's run history, newest first.
+    Runs(orchestrate::RunsArgs),
+    /// The logs of a run's attempts.
+    Logs(orchestrate::LogsArgs),
+    /// Run a finished run's failed and skipped tasks again.
+    Retry(orchestrate::RetryArgs),
+    /// Run the schedule's intervals between two dates.
+    Backfill(orchestrate::BackfillArgs),
     /// Put data into a PostgreSQL source: generated Olist data or CSV files.
     Source {
         #[command(subcommand)]
@@ -114,6 +129,13 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Query(args) => load::query(args).await,
             Command::Transform { command } => transform::run(command).await,
+            Command::Run(args) => orchestrate::run(args).await,
+            Command::Up(args) => orchestrate::up(args).await,
+            Command::Worker(args) => orchestrate::worker(args).await,
+            Command::Runs(args) => orchestrate::runs(args).await,
+            Command::Logs(args) => orchestrate::logs(args).await,
+            Command::Retry(args) => orchestrate::retry(args).await,
+            Command::Backfill(args) => orchestrate::backfill(args).await,
         }
     });
     match result {
