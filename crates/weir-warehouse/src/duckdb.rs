@@ -84,14 +84,31 @@ impl DuckDb {
     }
 
     /// Run `f` on a blocking thread with a fresh connection to the database.
+    /// If the caller stops waiting (a task timed out or was cancelled), the
+    /// statement is interrupted: dropping the future alone would leave it
+    /// running on the blocking thread.
     async fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let conn = self.connection()?;
-        tokio::task::spawn_blocking(move || f(&conn))
+        let mut guard = InterruptOnDrop(Some(conn.interrupt_handle()));
+        let r = tokio::task::spawn_blocking(move || f(&conn))
             .await
-            .map_err(|e| WarehouseError::Bug(format!("DuckDB task failed: {e}")))?
+            .map_err(|e| WarehouseError::Bug(format!("DuckDB task failed: {e}")))?;
+        guard.0 = None;
+        r
+    }
+}
+
+/// Interrupts the connection's running statement when dropped while armed.
+struct InterruptOnDrop(Option<Arc<duckdb::InterruptHandle>>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.interrupt();
+        }
     }
 }
 

@@ -316,6 +316,28 @@ async fn a_task_past_its_timeout_has_its_query_cancelled_on_the_server() {
     }
 }
 
+#[test]
+fn a_timed_out_duckdb_statement_is_interrupted_not_left_running() {
+    let dir = temp_dir();
+    // Hours of work for DuckDB; the task gets a second.
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        "name: slow\norchestrate:\n  tasks:\n    - name: huge\n      sql: SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7\n      timeout: 1s\n      retries: 0\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = weir(&["run"], dir.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("timed out after 1.0s"), "{all}");
+    // The process could exit: the statement was stopped, not abandoned on a thread.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A PostgreSQL-backed project of `n` shell tasks in chains of ten.
 fn many_tasks_yml(metadata: &str, n: usize, sleep: &str) -> String {
     let mut y = format!(
