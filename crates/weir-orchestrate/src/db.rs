@@ -290,12 +290,26 @@ impl Db {
 
     /// Start a transaction. It rolls back unless [`DbTx::commit`] is called.
     pub async fn begin(&self) -> Result<DbTx, DbError> {
+        self.begin_as(false).await
+    }
+
+    /// Start a transaction that only reads (SQLite: no write lock, so
+    /// `weir runs` never waits for a running pipeline).
+    pub async fn begin_read(&self) -> Result<DbTx, DbError> {
+        self.begin_as(true).await
+    }
+
+    async fn begin_as(&self, read_only: bool) -> Result<DbTx, DbError> {
         match self {
             Db::Sqlite { conn, .. } => {
                 let guard = conn.clone().lock_owned().await;
                 // IMMEDIATE takes the write lock now, so two processes never
                 // deadlock upgrading a read lock (WAL readers are never blocked).
-                guard.execute_batch("BEGIN IMMEDIATE")?;
+                guard.execute_batch(if read_only {
+                    "BEGIN"
+                } else {
+                    "BEGIN IMMEDIATE"
+                })?;
                 Ok(DbTx::Sqlite { conn: Some(guard) })
             }
             Db::Postgres { url, conn } => {

@@ -843,7 +843,7 @@ impl Store {
 
     async fn read(&self, sql: &str, params: &[crate::db::Value]) -> Result<Vec<Row>, StoreError> {
         retrying(|| async {
-            let mut tx = self.db.begin().await?;
+            let mut tx = self.db.begin_read().await?;
             let rows = tx.query(sql, params).await?;
             tx.commit().await?;
             Ok(rows)
