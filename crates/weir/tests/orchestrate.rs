@@ -216,6 +216,16 @@ async fn kill_9_mid_run_then_restart_runs_every_task_once_and_matches_a_clean_ru
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
+        // Killed after the run had ended (while closing the warehouse): the
+        // next `weir run` would rightly start a new run, so stop here.
+        let store = sqlite_store(dir.path()).await;
+        if let Some(run) = store.run(1).await.unwrap() {
+            if run.state.is_done() {
+                assert_eq!(run.state, RunState::Success, "a resumed run failed");
+                finished = true;
+                break;
+            }
+        }
     }
     assert!(kills >= 1, "the run finished before it could be killed");
     if !finished {
