@@ -101,6 +101,17 @@ pub struct TransformConfig {
     pub schema: String,
 }
 
+impl TransformConfig {
+    /// The dbt project's folder, relative paths taken from `project_dir`.
+    pub fn dbt_dir(&self, project_dir: &Path) -> PathBuf {
+        if self.project.is_absolute() {
+            self.project.clone()
+        } else {
+            project_dir.join(&self.project)
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub url: SecretUrl,

@@ -9,10 +9,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
-use weir_config::{
-    OrchestrateConfig, Project, TaskPolicy, UserTaskKind, DEFAULT_CHUNK_BYTES, DEFAULT_JOBS,
-    SOURCE_POOL,
-};
+use weir_config::{OrchestrateConfig, Project, TaskPolicy, UserTaskKind, SOURCE_POOL};
 use weir_extract::{ExtractOptions, Quiet};
 use weir_lake::{Lake, WriteOptions};
 use weir_transform::{Command, ResourceType, Selector, Status};
@@ -72,35 +69,12 @@ pub fn load_dbt(
     let Some(t) = &project.transform else {
         return Ok(None);
     };
-    let dir = if t.project.is_absolute() {
-        t.project.clone()
-    } else {
-        project.dir.join(&t.project)
-    };
     let opts = weir_transform::ProjectOptions {
-        target: dbt_target(project, "weir", t.threads),
+        target: weir_transform::Target::for_project(project, t, "weir", t.threads),
         vars: serde_json::Map::new(),
         full_refresh: false,
     };
-    weir_transform::load_project(&dir, &opts).map(Some)
-}
-
-/// The dbt target for a Weir project's warehouse.
-pub fn dbt_target(project: &Project, name: &str, threads: usize) -> weir_transform::Target {
-    let (kind, database) = (
-        project.warehouse.target.kind(),
-        project.warehouse.target.database(),
-    );
-    weir_transform::Target {
-        name: name.to_owned(),
-        kind: kind.to_owned(),
-        schema: project
-            .transform
-            .as_ref()
-            .map_or_else(|| "main".to_owned(), |t| t.schema.clone()),
-        database,
-        threads,
-    }
+    weir_transform::load_project(&t.dbt_dir(&project.dir), &opts).map(Some)
 }
 
 /// The source tables the pipeline moves: those weir.yml lists, or with `"*"`
@@ -114,21 +88,11 @@ async fn source_tables(project: &Project) -> Result<Vec<String>, PipelineError> 
         let client = weir_source::connect(&src.url)
             .await
             .map_err(|e| PipelineError::Source(e.to_string()))?;
-        let rows = client
-            .query(
-                "SELECT table_name::text FROM information_schema.tables
-                 WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY 1",
-                &[&src.schema],
-            )
+        // The same listing `weir extract` uses for "*".
+        let all = weir_source::list_tables(&client, &src.schema)
             .await
-            .map_err(|e| {
-                PipelineError::Source(format!(
-                    "cannot list the tables of schema {}: {e}",
-                    src.schema
-                ))
-            })?;
-        for r in rows {
-            let n: String = r.get(0);
+            .map_err(|e| PipelineError::Source(e.to_string()))?;
+        for n in all {
             if !names.contains(&n) {
                 names.push(n);
             }
@@ -393,10 +357,6 @@ pub struct PipelineRunner {
     snapshots: Arc<std::sync::Mutex<HashMap<i64, weir_source::Snapshot>>>,
 }
 
-fn classify(e: &(dyn std::error::Error + 'static)) -> TaskError {
-    TaskError::classify(e)
-}
-
 fn cancelled() -> TaskError {
     TaskError {
         kind: ErrorKind::Cancelled,
@@ -418,7 +378,7 @@ impl PipelineRunner {
             })
             .await
             .cloned()
-            .map_err(|e| classify(&e))
+            .map_err(|e| TaskError::classify(&e))
     }
 
     fn lake(&self) -> Result<Lake, TaskError> {
@@ -442,12 +402,8 @@ impl PipelineRunner {
             schema: src.schema.clone(),
             tables: src.tables.clone(),
             only: Some(vec![table.to_owned()]),
-            jobs: src.jobs.max(1).min(DEFAULT_JOBS.max(src.jobs)),
-            chunk_bytes: if src.chunk_bytes == 0 {
-                DEFAULT_CHUNK_BYTES
-            } else {
-                src.chunk_bytes
-            },
+            jobs: src.jobs.max(1),
+            chunk_bytes: src.chunk_bytes,
             write: WriteOptions::from_config(&self.project.lake),
             snapshot: None,
         })
@@ -480,12 +436,14 @@ impl PipelineRunner {
         };
         let lake = self.lake()?;
         // Reaching the lake (a local folder is created when opened).
-        lake.list_runs().await.map_err(|e| classify(&e))?;
+        lake.list_runs()
+            .await
+            .map_err(|e| TaskError::classify(&e))?;
         ctx.log.line(&format!("lake {} ready", lake.url()));
         let wh = self.warehouse().await?;
         wh.ensure_schema(&self.project.warehouse.schema)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| TaskError::classify(&e))?;
         ctx.log.line(&format!(
             "warehouse {} schema {} ready",
             wh.describe_target(),
@@ -493,7 +451,7 @@ impl PipelineRunner {
         ));
         // One snapshot for every extract task of this run.
         let snapshot = tokio::select! {
-            r = weir_source::Snapshot::export(&src.url) => r.map_err(|e| classify(&e))?,
+            r = weir_source::Snapshot::export(&src.url) => r.map_err(|e| TaskError::classify(&e))?,
             () = ctx.cancel.cancelled() => return Err(cancelled()),
         };
         let reference = snapshot.reference();
@@ -577,7 +535,7 @@ impl PipelineRunner {
                 () = ctx.cancel.cancelled() => return Err(cancelled()),
             };
         }
-        let s = result.map_err(|e| classify(&e))?;
+        let s = result.map_err(|e| TaskError::classify(&e))?;
         ctx.log.line(&format!(
             "extracted {} rows, {} bytes to {} (snapshot {})",
             s.rows, s.bytes, s.manifest_url, s.snapshot
@@ -602,7 +560,7 @@ impl PipelineRunner {
         let wh = self.warehouse().await?;
         let opts = self.load_options(&run, table);
         let s = tokio::select! {
-            r = weir_warehouse::load(wh.as_ref(), &lake, &opts) => r.map_err(|e| classify(&e))?,
+            r = weir_warehouse::load(wh.as_ref(), &lake, &opts) => r.map_err(|e| TaskError::classify(&e))?,
             () = ctx.cancel.cancelled() => return Err(cancelled()),
         };
         let rows: u64 = s.tables.iter().map(|t| t.rows).sum();
@@ -736,7 +694,7 @@ impl PipelineRunner {
             SqlOn::Warehouse => {
                 let wh = self.warehouse().await?;
                 tokio::select! {
-                    r = wh.execute(sql) => r.map_err(|e| classify(&e))?,
+                    r = wh.execute(sql) => r.map_err(|e| TaskError::classify(&e))?,
                     () = ctx.cancel.cancelled() => return Err(cancelled()),
                 }
             }
@@ -747,10 +705,10 @@ impl PipelineRunner {
                     })?;
                 let client = weir_source::connect(&src.url)
                     .await
-                    .map_err(|e| classify(&e))?;
+                    .map_err(|e| TaskError::classify(&e))?;
                 let cancel = client.cancel_token();
                 tokio::select! {
-                    r = client.batch_execute(sql) => r.map_err(|e| classify(&e))?,
+                    r = client.batch_execute(sql) => r.map_err(|e| TaskError::classify(&e))?,
                     () = ctx.cancel.cancelled() => {
                         // Stop the query on the server, not just here.
                         let r = cancel.cancel_query(tokio_postgres::NoTls).await;

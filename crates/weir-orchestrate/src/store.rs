@@ -841,6 +841,18 @@ impl Store {
             .collect())
     }
 
+    /// One statement in its own write transaction; how many rows it changed.
+    async fn write(&self, sql: &str, params: &[crate::db::Value]) -> Result<u64, StoreError> {
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            let n = tx.exec(sql, params).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| self.err(e))
+    }
+
     async fn read(&self, sql: &str, params: &[crate::db::Value]) -> Result<Vec<Row>, StoreError> {
         retrying(|| async {
             let mut tx = self.db.begin_read().await?;
@@ -990,28 +1002,22 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let expires = ms(now).saturating_add(dur_ms(lease));
-        retrying(|| async {
-            let mut tx = self.db.begin().await?;
-            let n = tx
-                .exec(
-                    "UPDATE task_instances SET lease_expires_at = $5
-                     WHERE run_id = $1 AND task_id = $2 AND tries = $3 AND lease_owner = $4
-                       AND state = 'running' AND lease_expires_at > $6",
-                    params![
-                        claim.run_id,
-                        &claim.task_id,
-                        claim.try_number,
-                        &claim.owner,
-                        expires,
-                        ms(now)
-                    ],
-                )
-                .await?;
-            tx.commit().await?;
-            Ok(n == 1)
-        })
-        .await
-        .map_err(|e| self.err(e))
+        let n = self
+            .write(
+                "UPDATE task_instances SET lease_expires_at = $5
+                 WHERE run_id = $1 AND task_id = $2 AND tries = $3 AND lease_owner = $4
+                   AND state = 'running' AND lease_expires_at > $6",
+                params![
+                    claim.run_id,
+                    &claim.task_id,
+                    claim.try_number,
+                    &claim.owner,
+                    expires,
+                    ms(now)
+                ],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// The earliest time a task of `run` waiting for a retry becomes ready.
@@ -1260,16 +1266,6 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
-    pub async fn add_event(&self, e: &Event, now: DateTime<Utc>) -> Result<(), StoreError> {
-        retrying(|| async {
-            let mut tx = self.db.begin().await?;
-            insert_event(&mut tx, e, now).await?;
-            tx.commit().await
-        })
-        .await
-        .map_err(|e| self.err(e))
-    }
-
     /// Take unsent notifications to send: each is claimed for `hold`, so two
     /// processes never send the same one at once.
     pub async fn claim_events(
@@ -1314,42 +1310,21 @@ impl Store {
     /// Give back a claimed notification that could not be delivered, so the
     /// next process that dispatches tries it at once.
     pub async fn release_event(&self, key: &str) -> Result<(), StoreError> {
-        retrying(|| async {
-            let mut tx = self.db.begin().await?;
-            tx.exec(
-                "UPDATE events SET claimed_by = NULL, claimed_until = NULL WHERE key = $1 AND sent_at IS NULL",
-                params![key],
-            )
-            .await?;
-            tx.commit().await
-        })
+        self.write(
+            "UPDATE events SET claimed_by = NULL, claimed_until = NULL WHERE key = $1 AND sent_at IS NULL",
+            params![key],
+        )
         .await
-        .map_err(|e| self.err(e))
+        .map(drop)
     }
 
     pub async fn mark_sent(&self, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        retrying(|| async {
-            let mut tx = self.db.begin().await?;
-            tx.exec(
-                "UPDATE events SET sent_at = $2 WHERE key = $1",
-                params![key, ms(now)],
-            )
-            .await?;
-            tx.commit().await
-        })
+        self.write(
+            "UPDATE events SET sent_at = $2 WHERE key = $1",
+            params![key, ms(now)],
+        )
         .await
-        .map_err(|e| self.err(e))
-    }
-
-    /// Sent notifications of a run, oldest first (for tests and `weir logs`).
-    pub async fn sent_events(&self, run: i64) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .read(
-                "SELECT key FROM events WHERE run_id = $1 AND sent_at IS NOT NULL ORDER BY created_at, key",
-                params![run],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.text(0)).collect())
+        .map(drop)
     }
 }
 

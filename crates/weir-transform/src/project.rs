@@ -115,6 +115,25 @@ pub struct Target {
     pub threads: usize,
 }
 
+impl Target {
+    /// The target a Weir project's `transform:` section and warehouse give:
+    /// the adapter and database of `warehouse:`, the section's schema.
+    pub fn for_project(
+        project: &weir_config::Project,
+        t: &weir_config::TransformConfig,
+        name: &str,
+        threads: usize,
+    ) -> Target {
+        Target {
+            name: name.to_owned(),
+            kind: project.warehouse.target.kind().to_owned(),
+            schema: t.schema.clone(),
+            database: project.warehouse.target.database(),
+            threads,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProjectOptions {
     pub target: Target,

@@ -17,7 +17,7 @@ use weir_orchestrate::pipeline::{state_dir, Pipeline};
 use weir_orchestrate::schedule::{Interval, Schedule, SystemClock};
 use weir_orchestrate::scheduler::Scheduler;
 use weir_orchestrate::store::{ts, RunKind, RunState, Store, TaskState};
-use weir_orchestrate::worker::{Observer, Scope, WorkEnd, Worker, WorkerOptions};
+use weir_orchestrate::worker::{Observer, Scope, TaskRunner, WorkEnd, Worker, WorkerOptions};
 use weir_orchestrate::ProjectLock;
 
 use crate::extract::load_project;
@@ -162,8 +162,17 @@ fn lock(dir: &Path, store: &Store) -> Result<Option<ProjectLock>, Failure> {
         })
 }
 
-fn worker_options(dir: &Path, cfg: &OrchestrateConfig, slots: usize) -> WorkerOptions {
-    WorkerOptions {
+/// A worker in this process running the pipeline's tasks, `slots` at once,
+/// logging under `.weir/logs` and printing with `printer`.
+fn local_worker(
+    dir: &Path,
+    cfg: &OrchestrateConfig,
+    store: &Arc<Store>,
+    runner: Arc<dyn TaskRunner>,
+    slots: usize,
+    printer: Printer,
+) -> Worker {
+    let opts = WorkerOptions {
         owner: weir_orchestrate::owner(),
         slots: slots.max(1),
         lease: cfg.lease,
@@ -171,7 +180,36 @@ fn worker_options(dir: &Path, cfg: &OrchestrateConfig, slots: usize) -> WorkerOp
         logs_dir: state_dir(dir).join("logs"),
         grace: Duration::from_secs(10),
         notify: cfg.notify.clone(),
-    }
+    };
+    Worker::new(
+        store.clone(),
+        runner,
+        opts,
+        Arc::new(SystemClock),
+        Arc::new(printer),
+    )
+}
+
+/// Run `run` to its end (or Ctrl-C) with `worker`, send what is to be told,
+/// and report it.
+async fn work_run(
+    worker: &Worker,
+    store: &Store,
+    cfg: &OrchestrateConfig,
+    run: i64,
+    t0: Instant,
+) -> Result<RunReport, Failure> {
+    let end = worker.work(Scope::Run(run), shutdown_on_signal()).await?;
+    let _ = weir_orchestrate::notify::dispatch(store, &cfg.notify, &worker.opts.owner).await;
+    Ok(RunReport {
+        run_id: run,
+        state: match end {
+            WorkEnd::Run(s) => Some(s),
+            WorkEnd::Stopped => None,
+        },
+        seconds: t0.elapsed().as_secs_f64(),
+        stages: stages(store, run).await?,
+    })
 }
 
 /// A token cancelled by Ctrl-C or SIGTERM.
@@ -253,7 +291,7 @@ pub struct Stage {
 pub async fn run_pipeline(
     project: Project,
     new: bool,
-    observer: Arc<dyn Observer>,
+    printer: Printer,
 ) -> Result<RunReport, Failure> {
     let dir = project.dir.clone();
     let t0 = Instant::now();
@@ -291,26 +329,15 @@ pub async fn run_pipeline(
             id
         }
     };
-    let worker = Worker::new(
-        store.clone(),
+    let worker = local_worker(
+        &dir,
+        &cfg,
+        &store,
         pipeline.runner(store.clone()),
-        worker_options(&dir, &cfg, cfg.max_active_tasks),
-        Arc::new(SystemClock),
-        observer,
+        cfg.max_active_tasks,
+        printer,
     );
-    let end = worker
-        .work(Scope::Run(run_id), shutdown_on_signal())
-        .await?;
-    let _ = weir_orchestrate::notify::dispatch(&store, &cfg.notify, &worker.opts.owner).await;
-    Ok(RunReport {
-        run_id,
-        state: match end {
-            WorkEnd::Run(s) => Some(s),
-            WorkEnd::Stopped => None,
-        },
-        seconds: t0.elapsed().as_secs_f64(),
-        stages: stages(&store, run_id).await?,
-    })
+    work_run(&worker, &store, &cfg, run_id, t0).await
 }
 
 fn stage_of(task: &str) -> &'static str {
@@ -402,10 +429,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let printer = Arc::new(Printer {
+    let printer = Printer {
         quiet_success: false,
         show_run: false,
-    });
+    };
     let report = run_pipeline(p, args.new, printer).await?;
     print_report(&report);
     outcome(&report)
@@ -421,15 +448,16 @@ pub async fn up(args: ProjectArg) -> Result<(), Failure> {
     let _lock = lock(&dir, &store)?;
     let pipeline = Pipeline::load(p).await.map_err(usage)?;
     recover(&store, &pipeline.dag.name).await?;
-    let worker = Arc::new(Worker::new(
-        store.clone(),
+    let worker = Arc::new(local_worker(
+        &dir,
+        &cfg,
+        &store,
         pipeline.runner(store.clone()),
-        worker_options(&dir, &cfg, cfg.max_active_tasks),
-        Arc::new(SystemClock),
-        Arc::new(Printer {
+        cfg.max_active_tasks,
+        Printer {
             quiet_success: false,
             show_run: true,
-        }),
+        },
     ));
     // Without a start_date, the schedule starts with the interval `weir up`
     // first ran in (the oldest scheduled run), so a restart does not move
@@ -482,15 +510,16 @@ pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
     }
     let store = open_store(&dir, &cfg).await?;
     let pipeline = Pipeline::load(p).await.map_err(usage)?;
-    let worker = Worker::new(
-        store.clone(),
+    let worker = local_worker(
+        &dir,
+        &cfg,
+        &store,
         pipeline.runner(store.clone()),
-        worker_options(&dir, &cfg, args.slots.unwrap_or(cfg.max_active_tasks)),
-        Arc::new(SystemClock),
-        Arc::new(Printer {
+        args.slots.unwrap_or(cfg.max_active_tasks),
+        Printer {
             quiet_success: false,
             show_run: true,
-        }),
+        },
     );
     say!(
         "weir worker {}: {} ({} slots), metadata {}; Ctrl-C stops",
@@ -620,29 +649,18 @@ pub async fn retry(args: RetryArgs) -> Result<(), Failure> {
     let t0 = Instant::now();
     // The run keeps the DAG it was created with; tasks run with today's weir.yml.
     let pipeline = Pipeline::load(p).await.map_err(usage)?;
-    let worker = Worker::new(
-        store.clone(),
+    let worker = local_worker(
+        &dir,
+        &cfg,
+        &store,
         pipeline.runner(store.clone()),
-        worker_options(&dir, &cfg, cfg.max_active_tasks),
-        Arc::new(SystemClock),
-        Arc::new(Printer {
+        cfg.max_active_tasks,
+        Printer {
             quiet_success: false,
             show_run: false,
-        }),
-    );
-    let end = worker
-        .work(Scope::Run(run.id), shutdown_on_signal())
-        .await?;
-    let _ = weir_orchestrate::notify::dispatch(&store, &cfg.notify, &worker.opts.owner).await;
-    let report = RunReport {
-        run_id: run.id,
-        state: match end {
-            WorkEnd::Run(s) => Some(s),
-            WorkEnd::Stopped => None,
         },
-        seconds: t0.elapsed().as_secs_f64(),
-        stages: stages(&store, run.id).await?,
-    };
+    );
+    let report = work_run(&worker, &store, &cfg, run.id, t0).await?;
     print_report(&report);
     outcome(&report)
 }
@@ -696,15 +714,16 @@ pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
             continue;
         };
         say!("run {id}: {} → {}", ts(iv.start), ts(iv.end));
-        let worker = Worker::new(
-            store.clone(),
+        let worker = local_worker(
+            &dir,
+            &cfg,
+            &store,
             runner.clone(),
-            worker_options(&dir, &cfg, cfg.max_active_tasks),
-            Arc::new(SystemClock),
-            Arc::new(Printer {
+            cfg.max_active_tasks,
+            Printer {
                 quiet_success: true,
                 show_run: false,
-            }),
+            },
         );
         match worker.work(Scope::Run(id), shutdown.clone()).await? {
             WorkEnd::Run(RunState::Success) => {}

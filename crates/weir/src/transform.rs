@@ -81,28 +81,16 @@ fn from_weir(dir: &Path, project: &Project, args: &TransformArgs) -> Result<Reso
             dir.join(weir_config::PROJECT_FILE).display()
         ))
     })?;
-    let dbt_dir = args.project_dir.clone().unwrap_or_else(|| {
-        if t.project.is_absolute() {
-            t.project.clone()
-        } else {
-            dir.join(&t.project)
-        }
-    });
-    let (kind, database) = (
-        project.warehouse.target.kind(),
-        project.warehouse.target.database(),
-    );
     Ok(Resolved {
-        dbt_dir,
+        dbt_dir: args.project_dir.clone().unwrap_or_else(|| t.dbt_dir(dir)),
         warehouse: project.warehouse.clone(),
         base_dir: dir.to_path_buf(),
-        target: Target {
-            name: args.target.clone().unwrap_or_else(|| "weir".to_owned()),
-            kind: kind.to_owned(),
-            schema: t.schema.clone(),
-            database,
-            threads: args.threads.unwrap_or(t.threads),
-        },
+        target: Target::for_project(
+            project,
+            &t,
+            args.target.as_deref().unwrap_or("weir"),
+            args.threads.unwrap_or(t.threads),
+        ),
     })
 }
 
