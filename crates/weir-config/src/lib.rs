@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 pub use orchestrate::{
     check_schedule, parse_duration, parse_start_date, pattern_matches, NotifyConfig,
     OrchestrateConfig, SqlTarget, TaskPolicy, TriggerRule, UserTask, UserTaskKind, DEFAULT_LEASE,
-    DEFAULT_MAX_ACTIVE_TASKS, DEFAULT_POLL, SOURCE_POOL,
+    DEFAULT_MAX_ACTIVE_TASKS, DEFAULT_POLL, DEFAULT_TIMEOUT, NO_TIMEOUT, SOURCE_POOL,
 };
-pub use secret::{redact_url, Secret, SecretUrl};
+pub use secret::{redact_url, register_secret, scrub, Secret, SecretUrl, MASK};
 pub use yaml::{interpolate, Location};
 use yaml::{At, Reader};
 
@@ -340,12 +340,36 @@ impl Project {
         Self::parse(dir, &path, &text, env)
     }
 
+    /// Read `DIR/weir.yml` for a command that only reads the run history
+    /// (`weir runs`, `weir logs`): a variable that is unset outside
+    /// `orchestrate:` (the source's password, say) is left as written
+    /// instead of being an error. Nothing loaded this way may connect to the
+    /// source, the lake or the warehouse.
+    pub fn load_for_history(dir: &Path) -> Result<Project, LoadError> {
+        let path = dir.join(PROJECT_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse_with(dir, &path, &text, &|k| std::env::var(k).ok(), true)
+    }
+
     /// Parse `text` as the contents of `file` for the project in `dir`.
     pub fn parse(
         dir: &Path,
         file: &Path,
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Project, LoadError> {
+        Self::parse_with(dir, file, text, env, false)
+    }
+
+    fn parse_with(
+        dir: &Path,
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        lenient_env: bool,
     ) -> Result<Project, LoadError> {
         let root = match yaml::parse(text) {
             Ok(Some(root)) => root,
@@ -376,6 +400,7 @@ impl Project {
             file,
             errors: Vec::new(),
             env,
+            lenient_env,
         };
         let top = r.mapping_with_hint(
             At {

@@ -83,10 +83,19 @@ pub struct TaskPolicy {
     pub retry_delay: Option<Duration>,
     /// The back-off never waits longer than this.
     pub max_retry_delay: Option<Duration>,
+    /// [`NO_TIMEOUT`] for `timeout: none`; unset means the default
+    /// ([`DEFAULT_TIMEOUT`]).
     pub timeout: Option<Duration>,
     pub pool: Option<String>,
     pub trigger_rule: Option<TriggerRule>,
 }
+
+/// How long an attempt may run when nothing says otherwise: long enough for
+/// any extract or model Weir is meant for, short enough that a hung
+/// connection does not block a daily pipeline for good. `timeout:` raises it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// `timeout: none`: the attempt may run forever.
+pub const NO_TIMEOUT: Duration = Duration::MAX;
 
 /// Does an `overrides` pattern (an id, or a prefix ending in `*`) name `task`?
 pub fn pattern_matches(pattern: &str, task: &str) -> bool {
@@ -459,13 +468,27 @@ fn read_policy(r: &mut Reader<'_>, m: &Entries<'_>) -> TaskPolicy {
     ] {
         if let Some(a) = get(key) {
             if let Some(s) = r.string(a) {
+                if key == "timeout" && matches!(s.trim(), "none" | "off") {
+                    *slot = Some(NO_TIMEOUT);
+                    continue;
+                }
                 *slot = parse_duration(&s);
-                if slot.is_none() {
-                    r.error(
+                match slot {
+                    None => r.error(
                         a.node,
                         a.path,
                         format!("`{s}` is not a duration (e.g. 30s, 5m, 2h)"),
-                    );
+                    ),
+                    // A zero timeout cancels every attempt as it starts.
+                    Some(d) if key == "timeout" && d.is_zero() => {
+                        *slot = None;
+                        r.error(
+                            a.node,
+                            a.path,
+                            format!("`{s}` would cancel every attempt as it starts; give a positive duration, or `none` for no timeout"),
+                        );
+                    }
+                    Some(_) => {}
                 }
             }
         }

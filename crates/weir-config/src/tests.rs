@@ -318,3 +318,50 @@ orchestrate:
         ],
     );
 }
+
+/// Regression: `timeout: 0s` was accepted, and then every attempt timed out
+/// as it started.
+#[test]
+fn a_zero_timeout_is_an_error_and_none_turns_the_default_off() {
+    check_errors(
+        r#"name: x
+orchestrate:
+  defaults: { timeout: 0s }
+"#,
+        &["3:24 orchestrate.defaults.timeout: `0s` would cancel every attempt as it starts; give a positive duration, or `none` for no timeout"],
+    );
+    let p = load("name: x\norchestrate:\n  extract: { timeout: none }\n").unwrap();
+    let o = p.orchestrate.unwrap();
+    assert_eq!(o.extract.timeout, Some(NO_TIMEOUT));
+    assert_eq!(o.defaults.timeout, None);
+}
+
+/// Regression: `${VAR}` set to an empty string gave an empty URL, which failed
+/// only when connecting (`cannot connect to : invalid configuration`, exit 1)
+/// instead of as a configuration error with its line and key.
+#[test]
+fn an_empty_variable_is_a_config_error() {
+    let env = |k: &str| (k == "EMPTY_URL").then(String::new);
+    let text = "name: x\nsource:\n  postgres:\n    url: \"${EMPTY_URL}\"\n";
+    let err = Project::parse(Path::new("/p"), Path::new("/p/weir.yml"), text, &env).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "1 problem(s) in the project file:\n  /p/weir.yml:4:10: source.postgres.url: environment variable `EMPTY_URL` is set but empty (write `${EMPTY_URL:-}` if empty is meant)"
+    );
+}
+
+/// Regression: `weir runs` and `weir logs` refused to run when a variable the
+/// source's URL names was unset, although they never connect to the source.
+#[test]
+fn history_commands_read_the_project_without_source_variables() {
+    let text = "name: x\nsource:\n  postgres:\n    url: \"${NOT_SET_FOR_HISTORY}\"\norchestrate:\n  schedule: \"@daily\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(PROJECT_FILE), text).unwrap();
+    assert!(Project::load(dir.path()).is_err());
+    let p = Project::load_for_history(dir.path()).unwrap();
+    assert_eq!(p.source.unwrap().url.expose(), "${NOT_SET_FOR_HISTORY}");
+    // What the history commands do need is still checked.
+    let text = "name: x\norchestrate:\n  metadata: \"${NOT_SET_FOR_HISTORY}\"\n";
+    std::fs::write(dir.path().join(PROJECT_FILE), text).unwrap();
+    assert!(Project::load_for_history(dir.path()).is_err());
+}

@@ -27,6 +27,11 @@ pub(crate) struct Reader<'a> {
     pub file: &'a Path,
     pub errors: Vec<ConfigError>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Leave a value that names an unset or empty variable as written,
+    /// except under `orchestrate`: for the commands that only read the run
+    /// history (`weir runs`, `weir logs`), which must work without the
+    /// source's credentials.
+    pub lenient_env: bool,
 }
 
 /// A node and the key path that led to it.
@@ -142,6 +147,7 @@ impl<'a> Reader<'a> {
         };
         match interpolate(&raw, self.env) {
             Ok(s) => Some(s),
+            Err(_) if self.lenient_env && !at.path.starts_with("orchestrate") => Some(raw),
             Err(msg) => {
                 self.error(at.node, at.path, msg);
                 None
@@ -247,11 +253,20 @@ pub fn interpolate(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("`${{{expr}}}` is not a valid variable reference"));
             }
+            // As in a shell, `${VAR:-default}` takes the default when VAR is
+            // unset or empty. Without a default an empty value is an error:
+            // it almost always is a variable exported by mistake, and an
+            // empty URL or name only fails later, far from its cause.
+            // `${VAR:-}` says that empty is fine.
             match (env(name), default) {
-                (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
+                (Some(v), _) if !v.is_empty() => out.push_str(&v),
                 (_, Some(d)) => out.push_str(d),
                 (None, None) => return Err(format!("environment variable `{name}` is not set")),
-                (Some(v), None) => out.push_str(&v),
+                (Some(_), None) => {
+                    return Err(format!(
+                        "environment variable `{name}` is set but empty (write `${{{name}:-}}` if empty is meant)"
+                    ))
+                }
             }
             rest = &body[end + 1..];
         } else {
@@ -289,6 +304,12 @@ mod tests {
         assert!(interpolate("${MISSING}", &env)
             .unwrap_err()
             .contains("MISSING"));
+        // Regression: an empty variable became an empty URL, reported much
+        // later as `cannot connect to : invalid configuration`.
+        assert!(interpolate("${EMPTY}", &env)
+            .unwrap_err()
+            .contains("`EMPTY` is set but empty"));
+        assert_eq!(interpolate("a${EMPTY:-}b", &env).unwrap(), "ab");
         assert!(interpolate("${HOST", &env).is_err());
     }
 }
