@@ -26,9 +26,9 @@ const CHANNEL_BATCHES: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    #[error(transparent)]
+    #[error("{0}")]
     Source(#[from] SourceError),
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] LakeError),
     #[error("{0}")]
     Config(String),

@@ -18,7 +18,7 @@ mod write;
 pub use manifest::{
     FileEntry, IncrementalEntry, Manifest, SnapshotEntry, TableEntry, MANIFEST_VERSION,
 };
-pub use store::{new_run_id, Lake};
+pub use store::{new_run_id, Lake, RunEntry};
 pub use write::{write_part, PartStats, WriteOptions};
 
 /// Everything that can go wrong in the lake.
@@ -27,11 +27,80 @@ pub enum LakeError {
     #[error("lake {url}: {message}")]
     Open { url: String, message: String },
     #[error("lake object {path}: {message}")]
-    Store { path: String, message: String },
+    Store {
+        path: String,
+        message: String,
+        /// Trying again can help: the store failed or could not be reached
+        /// (object_store has already retried); not a missing object, a
+        /// refused permission or a bad path.
+        transient: bool,
+    },
     #[error("encoding {path}: {message}")]
     Encode { path: String, message: String },
     #[error("manifest {path}: {message}")]
     Manifest { path: String, message: String },
     #[error("cancelled")]
     Cancelled,
+}
+
+impl LakeError {
+    /// An object-store call on `path` that failed.
+    pub fn store(path: impl Into<String>, e: &object_store::Error) -> LakeError {
+        LakeError::Store {
+            path: path.into(),
+            message: e.to_string(),
+            transient: store_transient(e),
+        }
+    }
+
+    /// An upload through `object_store`'s `BufWriter`, which reports the
+    /// store's error inside an I/O error.
+    pub fn upload(path: impl Into<String>, e: &std::io::Error) -> LakeError {
+        let transient = match e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<object_store::Error>())
+        {
+            Some(inner) => store_transient(inner),
+            None => !matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+            ),
+        };
+        LakeError::Store {
+            path: path.into(),
+            message: e.to_string(),
+            transient,
+        }
+    }
+
+    /// Whether trying again later can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LakeError::Store {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+fn store_transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::Generic { source, .. } => {
+            // A local folder's errors are I/O errors: a full disk or a
+            // missing permission will not pass by itself.
+            !source.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                )
+            })
+        }
+        E::JoinError { .. } => true,
+        _ => false,
+    }
 }

@@ -30,11 +30,38 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-/// A sortable run id: `20261125T120000Z-1a2b3c`.
+/// A run id: its start time to the microsecond, then random hex so that
+/// two processes starting in the same microsecond still differ:
+/// `20261125T120000.123456Z-1a2b3c`. Ids sort by start time; which run is the
+/// *latest* is decided by commit order (see [`Lake::list_runs`]).
 pub fn new_run_id() -> String {
     let now = chrono::Utc::now();
-    let nanos = now.timestamp_subsec_nanos() as u64 ^ (std::process::id() as u64) << 20;
-    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), nanos & 0xff_ffff)
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(
+        &(
+            now.timestamp_nanos_opt(),
+            std::process::id(),
+            std::thread::current().id(),
+        ),
+        &mut h,
+    );
+    let salt = std::hash::Hasher::finish(&h)
+        ^ u64::from(RUN_SALT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%S%.6fZ"),
+        salt & 0xff_ffff
+    )
+}
+
+static RUN_SALT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A committed run, as the lake's listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEntry {
+    pub run_id: String,
+    /// When its manifest was written (the store's clock).
+    pub committed_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Lake {
@@ -142,10 +169,7 @@ impl Lake {
         self.store
             .put(&self.under_root(&rel), PutPayload::from(body))
             .await
-            .map_err(|e| LakeError::Store {
-                path: rel,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| LakeError::store(rel, &e))?;
         Ok(())
     }
 
@@ -155,16 +179,10 @@ impl Lake {
             .store
             .get(&self.under_root(&rel))
             .await
-            .map_err(|e| LakeError::Store {
-                path: rel.clone(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| LakeError::store(rel.clone(), &e))?
             .bytes()
             .await
-            .map_err(|e| LakeError::Store {
-                path: rel.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| LakeError::store(rel.clone(), &e))?;
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| LakeError::Manifest {
             path: rel.clone(),
             message: e.to_string(),
@@ -185,26 +203,28 @@ impl Lake {
     pub async fn delete(&self, rel: &str) -> Result<(), LakeError> {
         match self.store.delete(&self.under_root(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(LakeError::Store {
-                path: rel.to_owned(),
-                message: e.to_string(),
-            }),
+            Err(e) => Err(LakeError::store(rel, &e)),
         }
     }
 
-    /// Committed run ids, oldest first.
+    /// Committed run ids, in the order they were committed (oldest first),
+    /// so `last()` is the latest. The manifest's write time decides; runs
+    /// committed within the store's clock resolution are ordered by id
+    /// (their start time).
     pub async fn list_runs(&self) -> Result<Vec<String>, LakeError> {
+        Ok(self.runs().await?.into_iter().map(|r| r.run_id).collect())
+    }
+
+    /// Committed runs with their commit times, oldest commit first.
+    pub async fn runs(&self) -> Result<Vec<RunEntry>, LakeError> {
         let prefix = self.under_root(&format!("{}/_manifests", self.project));
         let metas: Vec<_> = self
             .store
             .list(Some(&prefix))
             .try_collect()
             .await
-            .map_err(|e| LakeError::Store {
-                path: prefix.to_string(),
-                message: e.to_string(),
-            })?;
-        let mut runs: Vec<String> = metas
+            .map_err(|e| LakeError::store(prefix.to_string(), &e))?;
+        let mut runs: Vec<RunEntry> = metas
             .iter()
             // Only manifests themselves, not what loads keep beside them
             // (`{run}.rejects/{table}.ndjson`).
@@ -214,13 +234,51 @@ impl Lake {
                     .is_some_and(|rest| rest.count() == 1)
             })
             .filter_map(|m| {
-                m.location
-                    .filename()
-                    .and_then(|f| f.strip_suffix(".json"))
-                    .map(str::to_owned)
+                let id = m.location.filename()?.strip_suffix(".json")?;
+                Some(RunEntry {
+                    run_id: id.to_owned(),
+                    committed_at: m.last_modified,
+                })
             })
             .collect();
-        runs.sort();
+        runs.sort_by(|a, b| {
+            a.committed_at
+                .cmp(&b.committed_at)
+                .then_with(|| a.run_id.cmp(&b.run_id))
+        });
         Ok(runs)
+    }
+
+    /// Where a lake file is on this machine's disk, for a lake that is a
+    /// local folder: the folder and the path's parts as `object_store` writes
+    /// them (percent-encoded where a name needs it: `ç`, `"`, `..`, a newline).
+    pub fn local_file(&self, rel: &str) -> Option<std::path::PathBuf> {
+        let root = self.url.strip_prefix("file://")?;
+        let mut p = std::path::PathBuf::from(root);
+        for part in self.object_path(rel).parts() {
+            p.push(part.as_ref());
+        }
+        Some(p)
+    }
+
+    /// Check that a manifest's file path lies inside the run's own prefix
+    /// (`{project}/{table}/run={run_id}/`), one file deep: a manifest is
+    /// data, and a path it names must never reach outside the lake or into
+    /// another table's or run's files.
+    pub fn check_run_file(&self, table: &str, run_id: &str, rel: &str) -> Result<(), LakeError> {
+        let prefix = format!("{}/{table}/run={run_id}/", self.project);
+        let name = rel.strip_prefix(&prefix);
+        let ok = name.is_some_and(|n| !n.is_empty() && !n.contains('/') && n != "." && n != "..");
+        if ok {
+            Ok(())
+        } else {
+            Err(LakeError::Manifest {
+                path: self.manifest_url(run_id),
+                message: format!(
+                    "table {table}: file `{}` is not inside the run's folder `{prefix}`; the manifest is not trusted",
+                    rel.escape_debug()
+                ),
+            })
+        }
     }
 }

@@ -204,17 +204,14 @@ pub async fn write_part(
     while let Some(chunk) = rx.recv().await {
         bytes += chunk.len() as u64;
         if let Err(e) = upload.write_all(&chunk).await {
-            upload_error = Some(e.to_string());
+            upload_error = Some(LakeError::upload(path.to_string(), &e));
             break;
         }
     }
     drop(rx); // unblocks the encoder if the upload failed
     let encoded = encoder.await;
     let result = match (encoded, upload_error) {
-        (_, Some(e)) => Err(LakeError::Store {
-            path: path.to_string(),
-            message: e,
-        }),
+        (_, Some(e)) => Err(e),
         (Err(join), _) => Err(LakeError::Encode {
             path: path.to_string(),
             message: join.to_string(),
@@ -227,10 +224,10 @@ pub async fn write_part(
     };
     match result {
         Ok(rows) => {
-            upload.shutdown().await.map_err(|e| LakeError::Store {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
+            upload
+                .shutdown()
+                .await
+                .map_err(|e| LakeError::upload(path.to_string(), &e))?;
             Ok(PartStats { rows, bytes })
         }
         Err(e) => {

@@ -113,18 +113,13 @@ impl Row {
 pub enum DbError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{}", pg_message(.0))]
+    #[error("{}", weir_pg::message(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// Connecting to the metadata database failed.
+    #[error("{0}")]
+    Connect(#[from] weir_pg::PgError),
     #[error("{0}")]
     Other(String),
-}
-
-/// tokio-postgres prints "db error" for server errors; show the server's words.
-fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
-    }
 }
 
 impl DbError {
@@ -133,18 +128,10 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::Postgres(e) => {
-                if e.is_closed() {
-                    return true;
-                }
-                match e.code() {
-                    Some(c) => {
-                        let c = c.code();
-                        c.starts_with("08") || matches!(c, "40001" | "40P01" | "57P01" | "53300")
-                    }
-                    // No SQLSTATE and no server error: the socket failed.
-                    None => e.as_db_error().is_none(),
-                }
+                // No SQLSTATE and no server error: the socket failed.
+                weir_pg::transient(e) || (e.code().is_none() && e.as_db_error().is_none())
             }
+            DbError::Connect(e) => e.is_transient(),
             DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
                 f.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
@@ -343,20 +330,7 @@ async fn pg_connect<'g>(
         *guard = None;
     }
     if guard.is_none() {
-        let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
-            .await
-            .map_err(|e| {
-                DbError::Other(format!(
-                    "cannot connect to the metadata database {}: {}",
-                    url.redacted(),
-                    pg_message(&e)
-                ))
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("metadata connection closed: {e}");
-            }
-        });
+        let client = weir_pg::connect(url, "the metadata database").await?;
         client.batch_execute("SET search_path TO weir").await?;
         *guard = Some(PgConn {
             client,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
-use tokio::sync::OnceCell;
 use weir_config::{OrchestrateConfig, Project, TaskPolicy, UserTaskKind, SOURCE_POOL};
 use weir_extract::{ExtractOptions, Quiet};
 use weir_lake::{Lake, WriteOptions};
@@ -31,7 +30,11 @@ fn retry_policy(p: &TaskPolicy) -> RetryPolicy {
         retries: p.retries.unwrap_or(DEFAULT_RETRIES),
         delay: p.retry_delay.unwrap_or(DEFAULT_RETRY_DELAY),
         max_delay: p.max_retry_delay.unwrap_or(DEFAULT_MAX_RETRY_DELAY),
-        timeout: p.timeout,
+        timeout: match p.timeout {
+            None => Some(weir_config::DEFAULT_TIMEOUT),
+            Some(weir_config::NO_TIMEOUT) => None,
+            Some(d) => Some(d),
+        },
     }
 }
 
@@ -77,6 +80,9 @@ pub fn load_dbt(
     weir_transform::load_project(&t.dbt_dir(&project.dir), &opts).map(Some)
 }
 
+/// How long building the DAG waits for a source that does not answer.
+const SOURCE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The source tables the pipeline moves: those weir.yml lists, or with `"*"`
 /// every base table of the schema (less `exclude`), read from the database.
 async fn source_tables(project: &Project) -> Result<Vec<String>, PipelineError> {
@@ -85,13 +91,25 @@ async fn source_tables(project: &Project) -> Result<Vec<String>, PipelineError> 
     };
     let mut names: Vec<String> = src.tables.tables.iter().map(|t| t.name.clone()).collect();
     if src.tables.all {
-        let client = weir_source::connect(&src.url)
-            .await
-            .map_err(|e| PipelineError::Source(e.to_string()))?;
-        // The same listing `weir extract` uses for "*".
-        let all = weir_source::list_tables(&client, &src.schema)
-            .await
-            .map_err(|e| PipelineError::Source(e.to_string()))?;
+        // The same listing `weir extract` uses for "*". A source that is
+        // briefly down (a restart) is waited for, as a task's retries would.
+        let mut wait = std::time::Duration::from_millis(500);
+        let all = loop {
+            let listed = async {
+                let client = weir_source::connect(&src.url).await?;
+                weir_source::list_tables(&client, &src.schema).await
+            }
+            .await;
+            match listed {
+                Ok(all) => break all,
+                Err(e) if TaskError::classify(&e).kind.retryable() && wait < SOURCE_WAIT => {
+                    tracing::warn!("listing the source's tables: {e}; trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(PipelineError::Source(e.to_string())),
+            }
+        };
         for n in all {
             if !names.contains(&n) {
                 names.push(n);
@@ -107,6 +125,18 @@ impl Pipeline {
     pub async fn load(project: Project) -> Result<Pipeline, PipelineError> {
         let config = project.orchestrate.clone().unwrap_or_default();
         let tables = source_tables(&project).await?;
+        let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+        let problems = weir_warehouse::name_problems(
+            weir_warehouse::Dialect::of(&project.warehouse.target),
+            &names,
+        );
+        if !problems.is_empty() {
+            return Err(PipelineError::Config(format!(
+                "the source tables of {} cannot all be loaded:\n  {}",
+                project.dir.join(weir_config::PROJECT_FILE).display(),
+                problems.join("\n  ")
+            )));
+        }
         let dbt = load_dbt(&project)?.map(Arc::new);
         let dag = build_dag(&project, &config, &tables, dbt.as_deref())?;
         Ok(Pipeline {
@@ -124,7 +154,7 @@ impl Pipeline {
         Arc::new(PipelineRunner {
             project: self.project.clone(),
             dbt: self.dbt.clone(),
-            warehouse: OnceCell::new(),
+            warehouse: Arc::new(tokio::sync::Mutex::new(None)),
             store,
             tables: self.tables.clone(),
             snapshots: Arc::new(std::sync::Mutex::new(HashMap::new())),
@@ -343,11 +373,17 @@ fn apply_overrides(
     Ok(())
 }
 
+/// How long an embedded warehouse stays open with no task using it.
+pub const DUCKDB_IDLE_CLOSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The warehouse the runner has open, and when a task last asked for it.
+type OpenWarehouse = (Arc<dyn Warehouse>, std::time::Instant);
+
 /// Runs the pipeline's tasks in this process.
 pub struct PipelineRunner {
     project: Project,
     dbt: Option<Arc<weir_transform::Project>>,
-    warehouse: OnceCell<Arc<dyn Warehouse>>,
+    warehouse: Arc<tokio::sync::Mutex<Option<OpenWarehouse>>>,
     store: Arc<Store>,
     /// The source tables the DAG extracts.
     tables: Vec<String>,
@@ -365,20 +401,47 @@ fn cancelled() -> TaskError {
 }
 
 impl PipelineRunner {
+    /// The warehouse, opened on first use and shared by the tasks that run
+    /// at once. An embedded DuckDB file is closed again once no task has
+    /// used it for [`DUCKDB_IDLE_CLOSE`], so that between runs of `weir up`
+    /// other processes (`weir query`, a notebook) can open it.
     async fn warehouse(&self) -> Result<Arc<dyn Warehouse>, TaskError> {
-        self.warehouse
-            .get_or_try_init(|| async {
-                weir_warehouse::open(
-                    &self.project.warehouse,
-                    &self.project.dir,
-                    &self.project.lake.url,
-                )
-                .await
-                .map(Arc::from)
-            })
-            .await
-            .cloned()
-            .map_err(|e| TaskError::classify(&e))
+        let mut slot = self.warehouse.lock().await;
+        if let Some((wh, used)) = slot.as_mut() {
+            *used = std::time::Instant::now();
+            return Ok(wh.clone());
+        }
+        let wh: Arc<dyn Warehouse> = weir_warehouse::open(
+            &self.project.warehouse,
+            &self.project.dir,
+            &self.project.lake.url,
+        )
+        .await
+        .map(Arc::from)
+        .map_err(|e| TaskError::classify(&e))?;
+        *slot = Some((wh.clone(), std::time::Instant::now()));
+        if wh.dialect() == weir_warehouse::Dialect::DuckDb {
+            let weak = Arc::downgrade(&self.warehouse);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(DUCKDB_IDLE_CLOSE / 2).await;
+                    let Some(cell) = weak.upgrade() else { return };
+                    let mut slot = cell.lock().await;
+                    let idle = match slot.as_ref() {
+                        None => return,
+                        // Only the slot holds it, and nobody asked for a while.
+                        Some((wh, used)) => {
+                            Arc::strong_count(wh) == 1 && used.elapsed() >= DUCKDB_IDLE_CLOSE
+                        }
+                    };
+                    if idle {
+                        *slot = None;
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(wh)
     }
 
     fn lake(&self) -> Result<Lake, TaskError> {
@@ -575,11 +638,11 @@ impl PipelineRunner {
                     .as_deref()
                     .map(|f| format!(", in {f}"))
                     .unwrap_or_default(),
-                t.error.as_deref().unwrap_or("")
+                t.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
             ));
         }
         if let Some(e) = s.tables.iter().find_map(|t| t.error.clone()) {
-            return Err(TaskError::from_message(e));
+            return Err(TaskError::classify(e.as_ref()));
         }
         Ok(TaskOutput {
             rows: Some(rows),
@@ -630,7 +693,14 @@ impl PipelineRunner {
                 },
                 ..TaskOutput::default()
             }),
-            Status::Error | Status::Fail => Err(TaskError::from_message(r.message)),
+            Status::Error | Status::Fail => Err(match &r.error {
+                // Classified by the warehouse's error, with the node's message.
+                Some(e) => TaskError {
+                    message: r.message,
+                    ..TaskError::classify(e.as_ref())
+                },
+                None => TaskError::from_message(r.message),
+            }),
         }
     }
 

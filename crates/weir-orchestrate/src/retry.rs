@@ -52,46 +52,59 @@ impl TaskError {
         }
     }
 
-    /// Classify any error by what it is (a PostgreSQL SQLSTATE, an I/O error
-    /// kind) and, for errors that crossed a crate boundary as text, by the
-    /// messages those carry.
+    /// Classify any error by what it is, walking its causes: a Weir error
+    /// that knows (`WarehouseError`, `PgError`), a PostgreSQL SQLSTATE, an I/O
+    /// error kind. Never by the text of a message: a server with another
+    /// `lc_messages` words them differently. What is none of these is
+    /// permanent.
     pub fn classify(e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut kind = None;
+        let mut kind = ErrorKind::Permanent;
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(err) = cur {
-            if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-                if let Some(code) = pg.code() {
-                    kind = Some(sqlstate_kind(code.code()));
-                    break;
-                }
-                if pg.is_closed() {
-                    kind = Some(ErrorKind::Transient);
-                    break;
-                }
-            }
-            if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                if io_transient(io.kind()) {
-                    kind = Some(ErrorKind::Transient);
-                    break;
-                }
+            if let Some(t) = transient_by_type(err) {
+                kind = if t {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Permanent
+                };
+                break;
             }
             cur = err.source();
         }
-        let message = chain(e);
         TaskError {
-            kind: kind.unwrap_or_else(|| message_kind(&message)),
-            message,
+            kind,
+            message: chain(e),
         }
     }
 
-    /// Classify an error known only by its text.
+    /// An error known only by its text: permanent (what could be retried
+    /// is classified by its type, see [`TaskError::classify`]).
     pub fn from_message(message: impl Into<String>) -> Self {
-        let message = message.into();
-        TaskError {
-            kind: message_kind(&message),
-            message,
+        TaskError::permanent(message)
+    }
+}
+
+/// `Some(transient)` when `err` is of a type that knows whether it is.
+fn transient_by_type(err: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    if let Some(w) = err.downcast_ref::<weir_warehouse::WarehouseError>() {
+        // Errors of the lake beneath a load say so through their cause.
+        if !matches!(w, weir_warehouse::WarehouseError::Lake(_)) {
+            return Some(w.is_transient());
         }
     }
+    if let Some(l) = err.downcast_ref::<weir_lake::LakeError>() {
+        return Some(l.is_transient());
+    }
+    if let Some(pg) = err.downcast_ref::<weir_pg::PgError>() {
+        return Some(pg.is_transient());
+    }
+    if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+        return Some(weir_pg::transient(pg));
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        return Some(io_transient(io.kind()));
+    }
+    None
 }
 
 impl std::fmt::Display for TaskError {
@@ -112,23 +125,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = s.source();
     }
-    out
-}
-
-/// PostgreSQL SQLSTATE classes worth a retry: connection exceptions (08),
-/// serialization failures and deadlocks (40001, 40P01), too many connections
-/// (53300), and the server going away (57P01-57P03).
-fn sqlstate_kind(code: &str) -> ErrorKind {
-    let transient = code.starts_with("08")
-        || matches!(
-            code,
-            "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
-        );
-    if transient {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Permanent
-    }
+    weir_config::scrub(&out).into_owned()
 }
 
 fn io_transient(kind: std::io::ErrorKind) -> bool {
@@ -142,40 +139,9 @@ fn io_transient(kind: std::io::ErrorKind) -> bool {
             | K::TimedOut
             | K::UnexpectedEof
             | K::NotConnected
+            | K::HostUnreachable
+            | K::NetworkUnreachable
     )
-}
-
-/// For errors that reached us as text (through other crates' error types).
-fn message_kind(m: &str) -> ErrorKind {
-    let m = m.to_ascii_lowercase();
-    const TRANSIENT: &[&str] = &[
-        "connection reset",
-        "connection refused",
-        "connection closed",
-        "broken pipe",
-        "timed out",
-        "could not serialize access",
-        "deadlock detected",
-        "too many connections",
-        "the database system is starting up",
-        "the database system is shutting down",
-        "terminating connection",
-        "status 429",
-        "429 too many requests",
-        "status 500",
-        "status 502",
-        "status 503",
-        "status 504",
-        "503 service unavailable",
-        "502 bad gateway",
-        "504 gateway timeout",
-        "rate limit",
-    ];
-    if TRANSIENT.iter().any(|t| m.contains(t)) {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Permanent
-    }
 }
 
 /// How often and how patiently a task is retried.
@@ -282,26 +248,39 @@ mod tests {
 
     #[test]
     fn only_transient_errors_are_retried() {
+        // Text is never enough, whatever it says.
         for m in [
             "error: connection reset by peer",
-            "db error: ERROR: could not serialize access due to concurrent update",
-            "HTTP status 503 Service Unavailable",
-            "server returned 429 Too Many Requests",
-        ] {
-            assert_eq!(TaskError::from_message(m).kind, ErrorKind::Transient, "{m}");
-        }
-        for m in [
             "db error: ERROR: syntax error at or near \"SELEC\"",
-            "password authentication failed for user \"app\"",
-            "weir.yml:3:5: source.jobs: 0 is out of range",
+            "HTTP status 503 Service Unavailable",
         ] {
             assert_eq!(TaskError::from_message(m).kind, ErrorKind::Permanent, "{m}");
         }
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer went away");
         assert_eq!(TaskError::classify(&io).kind, ErrorKind::Transient);
-        assert_eq!(sqlstate_kind("40001"), ErrorKind::Transient);
-        assert_eq!(sqlstate_kind("28P01"), ErrorKind::Permanent);
-        assert_eq!(sqlstate_kind("42601"), ErrorKind::Permanent);
+        // A Weir error with a cause is classified by the cause's kind.
+        let locked = weir_warehouse::WarehouseError::Locked {
+            target: "w.duckdb".into(),
+            holder: "PID 7 (weir)".into(),
+        };
+        assert_eq!(TaskError::classify(&locked).kind, ErrorKind::Transient);
+        let sql = weir_warehouse::WarehouseError::Sql {
+            sql: "select".into(),
+            message: "konnte Zugriff nicht serialisieren".into(),
+            code: Some("40001".into()),
+            transient: weir_pg::transient_sqlstate("40001"),
+        };
+        assert_eq!(TaskError::classify(&sql).kind, ErrorKind::Transient);
+        let bq = weir_warehouse::WarehouseError::BigQuery {
+            message: "quota".into(),
+            status: Some(429),
+        };
+        assert_eq!(TaskError::classify(&bq).kind, ErrorKind::Transient);
+        let bad = weir_warehouse::WarehouseError::BigQuery {
+            message: "no such table".into(),
+            status: Some(404),
+        };
+        assert_eq!(TaskError::classify(&bad).kind, ErrorKind::Permanent);
         assert!(ErrorKind::Timeout.retryable());
         assert!(!ErrorKind::Cancelled.retryable());
     }

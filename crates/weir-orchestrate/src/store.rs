@@ -1080,12 +1080,20 @@ impl Store {
                     claim.try_number,
                     outcome.attempt_state,
                     ms(now),
-                    outcome.error.clone(),
+                    // What is stored is read back by `weir logs` and the UI:
+                    // no secret may reach it, whatever produced the text.
+                    outcome
+                        .error
+                        .as_deref()
+                        .map(|e| weir_config::scrub(e).into_owned()),
                     outcome.error_kind,
                     outcome.rows,
                     outcome.bytes,
                     outcome.peak_rss_kb,
-                    outcome.log_tail.clone()
+                    outcome
+                        .log_tail
+                        .as_deref()
+                        .map(|t| weir_config::scrub(t).into_owned())
                 ],
             )
             .await?;
@@ -1355,7 +1363,14 @@ async fn insert_event(tx: &mut DbTx, e: &Event, now: DateTime<Utc>) -> Result<()
     tx.exec(
         "INSERT INTO events (key, kind, run_id, task_id, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (key) DO NOTHING",
-        params![&e.key, &e.kind, e.run_id, e.task_id.clone(), body.to_string(), ms(now)],
+        params![
+            &e.key,
+            &e.kind,
+            e.run_id,
+            e.task_id.clone(),
+            weir_config::scrub(&body.to_string()).into_owned(),
+            ms(now)
+        ],
     )
     .await?;
     Ok(())

@@ -96,6 +96,7 @@ impl TaskLog {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = f.as_mut() {
             let now = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            let text = weir_config::scrub(text);
             for l in text.lines() {
                 let _ = writeln!(f, "{now} {l}");
             }
@@ -107,7 +108,9 @@ impl TaskLog {
         use std::io::Write;
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = f.as_mut() {
-            let _ = f.write_all(bytes);
+            // A command's output may echo a secret the project passed it.
+            let text = String::from_utf8_lossy(bytes);
+            let _ = f.write_all(weir_config::scrub(&text).as_bytes());
         }
     }
 

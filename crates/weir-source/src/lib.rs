@@ -26,10 +26,10 @@ pub use read::{
 /// Everything that can go wrong reading from PostgreSQL.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot connect to {url}: {message}")]
-    Connect { url: String, message: String },
-    #[error("{context}: {message}")]
-    Query { context: String, message: String },
+    /// PostgreSQL refused, or could not be reached: the server's message
+    /// and SQLSTATE, with the driver's error as the cause.
+    #[error("{0}")]
+    Pg(#[from] weir_pg::PgError),
     #[error("table {schema}.{table} does not exist")]
     NoSuchTable { schema: String, table: String },
     #[error("table {table} has no column `{column}` (named in `{setting}`)")]

@@ -1,25 +1,15 @@
 //! Connections, the catalog and exported snapshots.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use weir_config::SecretUrl;
 
 use crate::types::{ColumnInfo, PgKind};
 use crate::SourceError;
 
-/// Open a connection; its driver task runs on the current runtime.
+/// Open a connection to the source; its driver task runs on the current
+/// runtime. Bounded by a connect timeout (see `weir_pg::connect`).
 pub async fn connect(url: &SecretUrl) -> Result<Client, SourceError> {
-    let (client, conn) = tokio_postgres::connect(url.expose(), NoTls)
-        .await
-        .map_err(|e| SourceError::Connect {
-            url: url.redacted().to_owned(),
-            message: e.to_string(),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("source connection closed: {e}");
-        }
-    });
-    Ok(client)
+    Ok(weir_pg::connect(url, "the source").await?)
 }
 
 /// Quote an identifier for PostgreSQL.
@@ -36,27 +26,7 @@ pub(crate) fn query_err(
     context: impl Into<String>,
 ) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
     let context = context.into();
-    move |e| SourceError::Query {
-        context,
-        message: error_text(&e),
-    }
-}
-
-/// The server's message (with detail and hint) when there is one.
-pub fn error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = db.message().to_owned();
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(" ({d})"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!(" hint: {h}"));
-            }
-            s
-        }
-        None => e.to_string(),
-    }
+    move |e| SourceError::Pg(weir_pg::PgError::new(context, e))
 }
 
 /// A table as the catalog describes it, inside the run's snapshot.

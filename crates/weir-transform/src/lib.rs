@@ -92,6 +92,36 @@ pub enum TransformError {
     Bug { message: String },
 }
 
+/// Why one node failed while it ran: the warehouse's error (kept whole, so
+/// the orchestrator can tell a dropped connection from bad SQL), or anything
+/// else, as text.
+#[derive(Debug)]
+pub(crate) enum NodeError {
+    Warehouse(weir_warehouse::WarehouseError),
+    Other(String),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Warehouse(e) => write!(f, "{e}"),
+            NodeError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<weir_warehouse::WarehouseError> for NodeError {
+    fn from(e: weir_warehouse::WarehouseError) -> Self {
+        NodeError::Warehouse(e)
+    }
+}
+
+impl From<String> for NodeError {
+    fn from(m: String) -> Self {
+        NodeError::Other(m)
+    }
+}
+
 /// Every problem found, in a stable order.
 #[derive(Debug, Clone)]
 pub struct Problems(pub Vec<TransformError>);

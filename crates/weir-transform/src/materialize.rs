@@ -11,6 +11,7 @@ use weir_warehouse::{Dialect, RelationKind, Warehouse};
 
 use crate::project::{Node, Project};
 use crate::run::dialect;
+use crate::NodeError;
 
 fn drop_stmt(d: Dialect, kind: Option<RelationKind>, rel: &str) -> Option<String> {
     let cascade = if d == Dialect::Postgres {
@@ -72,7 +73,7 @@ fn build_table(
             out
         }
         Dialect::DuckDb | Dialect::Postgres => {
-            let tmp = d.relation(&node.schema, &format!("{}__weir_tmp", node.alias));
+            let tmp = d.relation(&node.schema, &d.derived_name(&node.alias, "", "__weir_tmp"));
             let mut out = vec![
                 format!("DROP TABLE IF EXISTS {tmp}"),
                 format!("CREATE TABLE {tmp} AS (\n{sql}\n)"),
@@ -98,7 +99,7 @@ pub(crate) async fn compile_model(
     wh: &Arc<dyn Warehouse>,
     node: &Node,
     compile_only: bool,
-) -> Result<(String, Option<RelationKind>), String> {
+) -> Result<(String, Option<RelationKind>), NodeError> {
     // Only an incremental model's SQL depends on what is there already; the
     // others compile without asking the warehouse (a query per model would be
     // most of `compile`'s time on a large project).
@@ -107,9 +108,7 @@ pub(crate) async fn compile_model(
     {
         None
     } else {
-        wh.relation_kind(&node.schema, &node.alias)
-            .await
-            .map_err(|e| e.to_string())?
+        wh.relation_kind(&node.schema, &node.alias).await?
     };
     let sql = project
         .renderer
@@ -119,8 +118,22 @@ pub(crate) async fn compile_model(
             incremental_run(project, node, kind),
             Some(wh),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| NodeError::Other(e.to_string()))?;
     Ok((sql, kind))
+}
+
+/// A relation name the warehouse would cut short is an error (PostgreSQL
+/// silently keeps 63 bytes, so the model would build under another name).
+pub(crate) fn check_name_fits(d: Dialect, node: &Node) -> Result<(), NodeError> {
+    if node.alias.len() > d.max_identifier_bytes() {
+        return Err(NodeError::Other(format!(
+            "the relation name `{}` is {} bytes, longer than the {} this warehouse keeps; set a shorter `alias`",
+            node.alias,
+            node.alias.len(),
+            d.max_identifier_bytes()
+        )));
+    }
+    Ok(())
 }
 
 /// Build one model; returns a message like `CREATE VIEW`, and the SQL it ran.
@@ -128,12 +141,13 @@ pub(crate) async fn materialise(
     project: &Project,
     wh_arc: &Arc<dyn Warehouse>,
     node: &Node,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), NodeError> {
+    let d = dialect(project);
+    check_name_fits(d, node)?;
     let (sql, kind) = compile_model(project, wh_arc, node, false).await?;
     let wh = wh_arc.as_ref();
-    let d = dialect(project);
     let rel = d.relation(&node.schema, &node.alias);
-    let err = |e: weir_warehouse::WarehouseError| e.to_string();
+    let err = NodeError::Warehouse;
     let message = match node.materialized() {
         "ephemeral" => "EPHEMERAL".to_owned(),
         "view" => {
@@ -167,7 +181,7 @@ pub(crate) async fn materialise(
             "CREATE TABLE".to_owned()
         }
         "incremental" => incremental(project, wh, node, &rel, &sql).await?,
-        other => return Err(format!("unknown materialization `{other}`")),
+        other => return Err(format!("unknown materialization `{other}`").into()),
     };
     Ok((message, sql))
 }
@@ -261,10 +275,10 @@ async fn incremental(
     node: &Node,
     rel: &str,
     sql: &str,
-) -> Result<String, String> {
+) -> Result<String, NodeError> {
     let d = dialect(project);
-    let err = |e: weir_warehouse::WarehouseError| e.to_string();
-    let tmp_name = format!("{}__weir_incr", node.alias);
+    let err = NodeError::Warehouse;
+    let tmp_name = d.derived_name(&node.alias, "", "__weir_incr");
     let tmp = d.relation(&node.schema, &tmp_name);
     wh.execute_atomic(&[
         format!("DROP TABLE IF EXISTS {tmp}"),
@@ -301,14 +315,14 @@ async fn incremental(
         if !added.is_empty() {
             match on_change {
                 "fail" => {
-                    return Err(format!(
+                    return Err(NodeError::Other(format!(
                         "the model has new columns ({}) and on_schema_change is `fail`",
                         added
                             .iter()
                             .map(|c| c.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    ))
+                    )))
                 }
                 "append_new_columns" | "sync_all_columns" => {
                     for c in &added {
@@ -401,8 +415,9 @@ pub(crate) async fn seed(
     project: &Project,
     wh: &dyn Warehouse,
     node: &Node,
-) -> Result<String, String> {
+) -> Result<String, NodeError> {
     let d = dialect(project);
+    check_name_fits(d, node)?;
     let path = project.dir.join(&node.path);
     let mut rdr = csv::Reader::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let headers: Vec<String> = rdr
@@ -437,11 +452,8 @@ pub(crate) async fn seed(
         })
         .collect();
     let rel = d.relation(&node.schema, &node.alias);
-    let kind = wh
-        .relation_kind(&node.schema, &node.alias)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tmp = d.relation(&node.schema, &format!("{}__weir_tmp", node.alias));
+    let kind = wh.relation_kind(&node.schema, &node.alias).await?;
+    let tmp = d.relation(&node.schema, &d.derived_name(&node.alias, "", "__weir_tmp"));
     let defs: Vec<String> = headers
         .iter()
         .zip(&types)
@@ -474,6 +486,6 @@ pub(crate) async fn seed(
         stmts.push(format!("INSERT INTO {tmp} VALUES {}", values.join(",\n")));
     }
     stmts.extend(swap_in(d, kind, &tmp, &rel, &node.alias));
-    wh.execute_atomic(&stmts).await.map_err(|e| e.to_string())?;
+    wh.execute_atomic(&stmts).await?;
     Ok(format!("INSERT {}", rows.len()))
 }

@@ -15,7 +15,7 @@ use crate::artifacts::{write_manifest, write_run_results};
 use crate::graph::{children, select, Selector};
 use crate::materialize::{compile_model, materialise, seed};
 use crate::project::{parse_ref_call, Node, Project, ResourceType};
-use crate::TransformError;
+use crate::{NodeError, TransformError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -87,6 +87,8 @@ pub struct NodeResult {
     pub message: String,
     pub seconds: f64,
     pub failures: Option<u64>,
+    /// When the node failed on a warehouse call: that error, whole.
+    pub error: Option<Arc<weir_warehouse::WarehouseError>>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,8 +252,9 @@ async fn run_node(
         message: String::new(),
         seconds: 0.0,
         failures: None,
+        error: None,
     };
-    let outcome: Result<(Status, String, Option<u64>), String> = async {
+    let outcome: Result<(Status, String, Option<u64>), NodeError> = async {
         match node.resource_type {
             ResourceType::Seed => {
                 if command == Command::Compile {
@@ -276,12 +279,12 @@ async fn run_node(
             }
             ResourceType::Test => {
                 let sql = if node.generic.is_some() {
-                    generic_test_sql(&project, node).map_err(|e| e.to_string())?
+                    generic_test_sql(&project, node).map_err(|e| NodeError::Other(e.to_string()))?
                 } else {
                     project
                         .renderer
                         .compile(node, &project.nodes, false, Some(&wh))
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| NodeError::Other(e.to_string()))?
                 };
                 write_file(&target_file(&project, "compiled", node), &sql);
                 if command == Command::Compile {
@@ -290,7 +293,7 @@ async fn run_node(
                 let count_sql =
                     format!("select count(*) as failures from (\n{sql}\n) dbt_internal_test");
                 write_file(&target_file(&project, "run", node), &count_sql);
-                let r = wh.query(&count_sql).await.map_err(|e| e.to_string())?;
+                let r = wh.query(&count_sql).await?;
                 let failures: u64 = r
                     .batches
                     .first()
@@ -352,6 +355,9 @@ async fn run_node(
         Err(e) => {
             res.status = Status::Error;
             res.message = format!("{} ({}): {e}", node.name, node.path.display());
+            if let NodeError::Warehouse(w) = e {
+                res.error = Some(Arc::new(w));
+            }
         }
     }
     res.seconds = t0.elapsed().as_secs_f64();
@@ -575,6 +581,7 @@ pub async fn execute(
                             message: format!("skipped: {} failed upstream", r.name),
                             seconds: 0.0,
                             failures: None,
+                            error: None,
                         };
                         results.push(s.clone());
                         report(results.len(), total, &s);

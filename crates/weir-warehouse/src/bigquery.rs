@@ -50,6 +50,15 @@ pub struct BigQuery {
 fn bq_err(message: impl Into<String>) -> WarehouseError {
     WarehouseError::BigQuery {
         message: message.into(),
+        status: None,
+    }
+}
+
+/// A response BigQuery refused, with its status (429 and 5xx are transient).
+fn http_err(status: u16, message: impl Into<String>) -> WarehouseError {
+    WarehouseError::BigQuery {
+        message: message.into(),
+        status: Some(status),
     }
 }
 
@@ -66,6 +75,7 @@ impl BigQuery {
                 .build()
                 .map_err(|e| WarehouseError::Open {
                     target: format!("bigquery:{}", config.project),
+                    transient: false,
                     message: format!("credentials {}: {e}", path.display()),
                 })?;
             Auth::Provider(gcs.credentials().clone())
@@ -79,6 +89,7 @@ impl BigQuery {
                 .build()
                 .map_err(|e| WarehouseError::Open {
                     target: format!("bigquery:{}", config.project),
+                    transient: false,
                     message: format!(
                         "no credentials: set `credentials:` or GOOGLE_OAUTH_ACCESS_TOKEN ({e})"
                     ),
@@ -156,10 +167,10 @@ impl BigQuery {
         if (200..300).contains(&status) {
             Ok(v)
         } else {
-            Err(bq_err(format!(
-                "{path}: HTTP {status}: {}",
-                error_message(&v)
-            )))
+            Err(http_err(
+                status,
+                format!("{path}: HTTP {status}: {}", error_message(&v)),
+            ))
         }
     }
 
@@ -350,10 +361,13 @@ impl Warehouse for BigQuery {
             .await?;
         match status {
             200..=299 | 409 => Ok(()),
-            _ => Err(bq_err(format!(
-                "creating dataset {schema}: HTTP {status}: {}",
-                error_message(&v)
-            ))),
+            _ => Err(http_err(
+                status,
+                format!(
+                    "creating dataset {schema}: HTTP {status}: {}",
+                    error_message(&v)
+                ),
+            )),
         }
     }
 
@@ -377,7 +391,9 @@ impl Warehouse for BigQuery {
             .await
             .map_err(|e| WarehouseError::Sql {
                 sql: sql.to_owned(),
+                transient: e.is_transient(),
                 message: e.to_string(),
+                code: None,
             })?;
         let job_id = first["jobReference"]["jobId"]
             .as_str()
@@ -400,6 +416,8 @@ impl Warehouse for BigQuery {
                     return Err(WarehouseError::Sql {
                         sql: sql.to_owned(),
                         message: messages.join("; "),
+                        code: None,
+                        transient: false,
                     });
                 }
                 if schema_json.is_null() {
@@ -480,10 +498,13 @@ impl Warehouse for BigQuery {
             return Ok(None);
         }
         if !(200..300).contains(&status) {
-            return Err(bq_err(format!(
-                "looking up {schema}.{name}: HTTP {status}: {}",
-                error_message(&v)
-            )));
+            return Err(http_err(
+                status,
+                format!(
+                    "looking up {schema}.{name}: HTTP {status}: {}",
+                    error_message(&v)
+                ),
+            ));
         }
         Ok(Some(match v["type"].as_str() {
             Some("VIEW") | Some("MATERIALIZED_VIEW") => RelationKind::View,
@@ -499,10 +520,13 @@ impl Warehouse for BigQuery {
             return Ok(None);
         }
         if !(200..300).contains(&status) {
-            return Err(bq_err(format!(
-                "describing {schema}.{name}: HTTP {status}: {}",
-                error_message(&v)
-            )));
+            return Err(http_err(
+                status,
+                format!(
+                    "describing {schema}.{name}: HTTP {status}: {}",
+                    error_message(&v)
+                ),
+            ));
         }
         let cols = v["schema"]["fields"]
             .as_array()
@@ -609,10 +633,13 @@ impl Warehouse for BigQuery {
             .await?;
         match status {
             200..=299 | 404 => Ok(()),
-            _ => Err(bq_err(format!(
-                "dropping {schema}.{name}: HTTP {status}: {}",
-                error_message(&v)
-            ))),
+            _ => Err(http_err(
+                status,
+                format!(
+                    "dropping {schema}.{name}: HTTP {status}: {}",
+                    error_message(&v)
+                ),
+            )),
         }
     }
 }

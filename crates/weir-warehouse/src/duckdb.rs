@@ -17,7 +17,7 @@ use duckdb::vtab::ArrowBatchRegistration;
 use duckdb::{Config, Connection};
 use weir_config::LakeFormat;
 
-use crate::read::{self, local_root};
+use crate::read;
 use crate::types::{LINEAGE_LOADED_AT, LINEAGE_RUN_ID};
 use crate::{
     Column, Dialect, Publish, QueryResult, Result, StageOutcome, StageRequest, Warehouse,
@@ -30,37 +30,134 @@ pub struct DuckDb {
 }
 
 fn sql_err(sql: &str, e: impl std::fmt::Display) -> WarehouseError {
+    let message = e.to_string();
     WarehouseError::Sql {
         sql: sql.to_owned(),
-        message: e.to_string(),
+        // Two connections changing the same catalog entry at once: DuckDB
+        // aborts one transaction, and running it again succeeds.
+        transient: message.contains("write-write conflict")
+            || message.contains("Conflict on tuple deletion"),
+        message,
+        code: None,
     }
 }
 
+/// Who holds the file, from DuckDB's "Conflicting lock is held in PROGRAM
+/// (PID N)" (DuckDB's messages are not translated).
+fn lock_holder(message: &str) -> Option<String> {
+    let rest = message.split("Conflicting lock is held in ").nth(1)?;
+    let end = rest
+        .find(" by user")
+        .or_else(|| rest.find(". See"))
+        .unwrap_or(rest.len());
+    let held = rest[..end].trim();
+    Some(match held.rfind(" (PID ") {
+        Some(i) => format!(
+            "PID {} ({})",
+            held[i + 6..].trim_end_matches(')'),
+            &held[..i]
+        ),
+        None => held.to_owned(),
+    })
+}
+
+/// How long opening waits for another process to let go of the file
+/// before it reports [`WarehouseError::Locked`] (which the orchestrator
+/// retries with its back-off).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Open `path`, waiting up to `wait` (with doubling pauses) while another
+/// process holds its lock.
+fn open_waiting(
+    path: &Path,
+    config: &dyn Fn() -> duckdb::Result<Config>,
+    wait: std::time::Duration,
+) -> Result<Connection> {
+    let t0 = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        // A `Config` is consumed by each try.
+        let attempt = config().and_then(|c| Connection::open_with_flags(path, c));
+        let e = match attempt {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let m = e.to_string();
+        let locked = lock_holder(&m).or_else(|| {
+            m.contains("Could not set lock")
+                .then(|| "another process".to_owned())
+        });
+        match locked {
+            Some(_) if t0.elapsed() + pause < wait => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            Some(holder) => {
+                return Err(WarehouseError::Locked {
+                    target: path.display().to_string(),
+                    holder,
+                })
+            }
+            None => {
+                return Err(WarehouseError::Open {
+                    target: path.display().to_string(),
+                    message: m,
+                    transient: false,
+                })
+            }
+        }
+    }
+}
+
+/// How the embedded warehouse is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read and write; the file is created when missing. One process at a time.
+    ReadWrite,
+    /// Reads only: DuckDB refuses every change. The file must exist (a
+    /// mistyped path is an error, not a new empty database).
+    ReadOnly,
+}
+
 impl DuckDb {
-    /// Open (creating if needed) a DuckDB file. Extensions are never
-    /// auto-installed: Parquet and JSON support is linked in.
+    /// Open (creating if needed) a DuckDB file for reading and writing.
+    /// Extensions are never auto-installed: Parquet, JSON and ICU (time
+    /// zones) are linked in.
     pub fn open(path: &Path) -> Result<DuckDb> {
+        Self::open_with(path, Access::ReadWrite)
+    }
+
+    pub fn open_with(path: &Path, access: Access) -> Result<DuckDb> {
         let open_err = |message: String| WarehouseError::Open {
             target: path.display().to_string(),
             message,
+            transient: false,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        }
-        let config = Config::default()
-            .enable_autoload_extension(false)
-            .and_then(|c| c.with("autoinstall_known_extensions", "false"))
-            .map_err(|e| open_err(e.to_string()))?;
-        let conn = Connection::open_with_flags(path, config).map_err(|e| {
-            let m = e.to_string();
-            if m.contains("lock") {
-                open_err(format!(
-                    "the file is in use by another process (DuckDB allows one writer): {m}"
-                ))
-            } else {
-                open_err(m)
+        match access {
+            Access::ReadWrite => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+                }
             }
-        })?;
+            Access::ReadOnly => {
+                if !path.is_file() {
+                    return Err(open_err(
+                        "no such file (give the path of an existing DuckDB file; `weir load` or `weir run` creates it)".to_owned(),
+                    ));
+                }
+            }
+        }
+        let mode = || match access {
+            Access::ReadWrite => duckdb::AccessMode::ReadWrite,
+            Access::ReadOnly => duckdb::AccessMode::ReadOnly,
+        };
+        let config = || {
+            Config::default()
+                .access_mode(mode())
+                .and_then(|c| c.enable_autoload_extension(false))
+                .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        };
+        let conn = open_waiting(path, &config, LOCK_WAIT)?;
         conn.register_table_function::<ArrowVTab>("arrow")
             .map_err(|e| open_err(e.to_string()))?;
         Ok(DuckDb {
@@ -80,6 +177,7 @@ impl DuckDb {
         })?;
         base.try_clone().map_err(|e| WarehouseError::Connection {
             message: e.to_string(),
+            transient: false,
         })
     }
 
@@ -293,13 +391,22 @@ impl Warehouse for DuckDb {
         ))
         .await?;
         let select = select_list(req, false);
-        if let Some(root) = local_root(req.lake) {
-            let files: Vec<String> = req
-                .table
-                .files
-                .iter()
-                .map(|f| d.literal(&root.join(&f.path).to_string_lossy()))
-                .collect();
+        // DuckDB reads a local lake's files itself, by their paths on disk
+        // (object_store percent-encodes some names there). A path DuckDB
+        // would take for a glob pattern goes through the streamed reader.
+        let local: Option<Vec<String>> = req
+            .table
+            .files
+            .iter()
+            .map(|f| {
+                req.lake
+                    .local_file(&f.path)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .filter(|p| !p.contains(['*', '?', '[', '{']))
+            })
+            .collect();
+        if let Some(paths) = local {
+            let files: Vec<String> = paths.iter().map(|p| d.literal(p)).collect();
             if files.is_empty() {
                 return Ok(StageOutcome::default());
             }
@@ -404,5 +511,20 @@ impl Warehouse for DuckDb {
     async fn publish(&self, p: &Publish<'_>) -> Result<()> {
         let statements = Dialect::DuckDb.publish_statements(p);
         self.with_conn(move |c| transaction(c, &statements)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_holder_is_read_from_duckdbs_message() {
+        let m = "IO Error: Could not set lock on file \"/p/w.duckdb\": Conflicting lock is held in /usr/bin/python3.11 (PID 4242) by user root. See also https://duckdb.org/docs/stable/connect/concurrency";
+        assert_eq!(
+            lock_holder(m).as_deref(),
+            Some("PID 4242 (/usr/bin/python3.11)")
+        );
+        assert_eq!(lock_holder("IO Error: disk full"), None);
     }
 }

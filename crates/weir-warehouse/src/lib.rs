@@ -29,21 +29,38 @@ use async_trait::async_trait;
 use weir_config::{LoadMode, WarehouseConfig, WarehouseTarget};
 
 pub use crate::bigquery::BigQuery;
-pub use crate::duckdb::DuckDb;
+pub use crate::duckdb::{Access, DuckDb};
 pub use crate::postgres::Postgres;
-pub use load::{load, LoadOptions, LoadSummary, TableLoad};
+pub use load::{load, name_problems, staging_name, LoadOptions, LoadSummary, TableLoad};
 pub use sql::Dialect;
 
 /// Everything that can go wrong talking to a warehouse or loading into it.
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
     #[error("cannot open the warehouse {target}: {message}")]
-    Open { target: String, message: String },
+    Open {
+        target: String,
+        message: String,
+        /// Trying again later can help (the server was unreachable).
+        transient: bool,
+    },
+    /// Another process holds the DuckDB file: one writer, or any number of
+    /// readers, at a time. Transient: readers come and go.
+    #[error("cannot open the warehouse {target}: the file is in use by {holder} (DuckDB allows one writing process at a time; read it while Weir runs with `weir query`, which opens it read-only only for its query)")]
+    Locked { target: String, holder: String },
     /// A statement the warehouse refused.
-    #[error("{message}\n  in: {sql}")]
-    Sql { sql: String, message: String },
+    #[error("{message}{}\n  in: {sql}", code.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
+    Sql {
+        sql: String,
+        message: String,
+        /// PostgreSQL's SQLSTATE, when the server sent one.
+        code: Option<String>,
+        /// Trying again can help (a dropped connection, a serialization
+        /// failure or deadlock, a write-write conflict).
+        transient: bool,
+    },
     #[error("{message}")]
-    Connection { message: String },
+    Connection { message: String, transient: bool },
     /// The new data's type would not fit the existing column without loss.
     #[error("table {table}: column {column} is {old} in the warehouse but {new} in the run; loading it would lose data (load with --mode truncate to replace the table)")]
     TypeDrift {
@@ -54,6 +71,10 @@ pub enum WarehouseError {
     },
     #[error("table {table}: {message}")]
     Load { table: String, message: String },
+    /// Tables that cannot all be loaded under their names (collisions,
+    /// Weir's reserved names); nothing was written.
+    #[error("{} problem(s) with table names, nothing was loaded:\n  {}", problems.len(), problems.join("\n  "))]
+    Names { problems: Vec<String> },
     /// The lake has no committed run for the project.
     #[error("no extract run for project `{project}` in {lake} (run `weir extract` first, or point -p at the project that extracted)")]
     NoRun { project: String, lake: String },
@@ -72,16 +93,56 @@ pub enum WarehouseError {
         first: String,
         rejects: String,
     },
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] weir_lake::LakeError),
     #[error("BigQuery: {message}")]
-    BigQuery { message: String },
+    BigQuery {
+        message: String,
+        /// The HTTP status of the response that failed, if there was one.
+        status: Option<u16>,
+    },
     /// A bug in Weir, not in the user's data or settings.
     #[error("internal error (a bug in Weir, please report it): {0}")]
     Bug(String),
 }
 
 pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
+
+impl WarehouseError {
+    /// Whether trying again later can help: decided from what the error is
+    /// (a SQLSTATE, a lock another process holds, an HTTP status), never
+    /// from its text, which depends on the server's language.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WarehouseError::Open { transient, .. }
+            | WarehouseError::Sql { transient, .. }
+            | WarehouseError::Connection { transient, .. } => *transient,
+            WarehouseError::Locked { .. } => true,
+            WarehouseError::BigQuery { status, .. } => {
+                status.is_some_and(|s| s == 408 || s == 429 || (500..600).contains(&s))
+            }
+            _ => false,
+        }
+    }
+
+    /// PostgreSQL's SQLSTATE, when the error came from the server.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            WarehouseError::Sql { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A statement PostgreSQL refused, with its SQLSTATE and kind.
+    pub(crate) fn pg_sql(sql: &str, e: &tokio_postgres::Error) -> WarehouseError {
+        WarehouseError::Sql {
+            sql: sql.to_owned(),
+            message: weir_pg::message(e),
+            code: e.code().map(|c| c.code().to_owned()),
+            transient: weir_pg::transient(e),
+        }
+    }
+}
 
 /// A column of a relation as the warehouse describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +363,19 @@ pub async fn open(
     project_dir: &Path,
     lake_url: &str,
 ) -> Result<Box<dyn Warehouse>> {
+    open_with(config, project_dir, lake_url, Access::ReadWrite).await
+}
+
+/// [`open`], read-only when `access` says so: DuckDB opens the file in its
+/// read-only mode (which also lets several readers share it), PostgreSQL
+/// runs every query in a read-only transaction. BigQuery has no such mode:
+/// its access is whatever the credentials allow.
+pub async fn open_with(
+    config: &WarehouseConfig,
+    project_dir: &Path,
+    lake_url: &str,
+    access: Access,
+) -> Result<Box<dyn Warehouse>> {
     Ok(match &config.target {
         WarehouseTarget::DuckDb { path } => {
             let path = if path.is_absolute() {
@@ -309,9 +383,11 @@ pub async fn open(
             } else {
                 project_dir.join(path)
             };
-            Box::new(DuckDb::open(&path)?)
+            Box::new(DuckDb::open_with(&path, access)?)
         }
-        WarehouseTarget::Postgres { url } => Box::new(Postgres::connect(url).await?),
+        WarehouseTarget::Postgres { url } => {
+            Box::new(Postgres::connect_with(url, access == Access::ReadOnly).await?)
+        }
         WarehouseTarget::BigQuery(bq) => Box::new(BigQuery::new(bq, lake_url).await?),
     })
 }

@@ -102,8 +102,9 @@ pub struct TableLoad {
     pub seconds: f64,
     /// Where the bad records were written, if there were any.
     pub rejects_file: Option<String>,
-    /// Why the table failed (the old table is untouched).
-    pub error: Option<String>,
+    /// Why the table failed (the old table is untouched); shared, so the
+    /// summary stays `Clone` and callers can still tell what kind of error it was.
+    pub error: Option<Arc<WarehouseError>>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,9 +123,49 @@ impl LoadSummary {
 }
 
 /// The staging table of `table`: fixed, so a killed load's leftover is found
-/// and dropped by the next one.
-pub fn staging_name(table: &str) -> String {
-    format!("_weir_stage_{table}")
+/// and dropped by the next one, and cut to the warehouse's identifier limit
+/// without two tables ever sharing one (see [`Dialect::derived_name`]).
+pub fn staging_name(dialect: crate::Dialect, table: &str) -> String {
+    dialect.derived_name(table, "_weir_stage_", "")
+}
+
+/// Source tables that would land on the same relation in the warehouse
+/// (DuckDB ignores case, PostgreSQL keeps 63 bytes), or in Weir's own
+/// naming space (`_weir_…`, where staging tables live and leftovers are
+/// dropped): each problem, named. Checked before anything is written,
+/// because either would lose a table while reporting it loaded.
+pub fn name_problems(dialect: crate::Dialect, tables: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut by_key: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for t in tables {
+        by_key.entry(dialect.identifier_key(t)).or_default().push(t);
+        if dialect
+            .identifier_key(t)
+            .starts_with(&dialect.identifier_key(crate::sql::RESERVED_PREFIX))
+        {
+            problems.push(format!(
+                "table `{t}`: names beginning with `{}` are Weir's own (its staging tables); exclude the table or rename it at the source",
+                crate::sql::RESERVED_PREFIX
+            ));
+        }
+    }
+    for (key, names) in by_key {
+        if names.len() > 1 {
+            let why = match dialect {
+                crate::Dialect::DuckDb => "DuckDB compares names without case".to_owned(),
+                crate::Dialect::Postgres => {
+                    format!("PostgreSQL keeps only the first 63 bytes of a name (`{key}`)")
+                }
+                crate::Dialect::BigQuery => "BigQuery sees them as one".to_owned(),
+            };
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            problems.push(format!(
+                "tables {} would be one table in the warehouse ({why}); load only one of them (`--tables`, or `exclude:` in weir.yml)",
+                list.join(" and ")
+            ));
+        }
+    }
+    problems
 }
 
 /// Load a run. Manifest problems fail the whole load; a table that fails is
@@ -184,6 +225,11 @@ pub async fn load(wh: &dyn Warehouse, lake: &Lake, opts: &LoadOptions) -> Result
                 .collect()
         }
     };
+    let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+    let problems = name_problems(wh.dialect(), &names);
+    if !problems.is_empty() {
+        return Err(WarehouseError::Names { problems });
+    }
     wh.ensure_schema(&opts.schema).await?;
     let lineage = opts.lineage.then(|| Lineage {
         run_id: run_id.clone(),
@@ -252,7 +298,7 @@ async fn load_one(
     .await
     {
         out.rows = 0;
-        out.error = Some(e.to_string());
+        out.error = Some(Arc::new(e));
     }
     out.seconds = t0.elapsed().as_secs_f64();
     (i, out)
@@ -339,7 +385,8 @@ async fn load_table(
         }
         None => (Vec::new(), Vec::new()),
     };
-    let staging = staging_name(table);
+    verify_files(lake, manifest, entry, format).await?;
+    let staging = staging_name(wh.dialect(), table);
     wh.drop_table(&opts.schema, &staging).await?;
     let budget = opts
         .table_max_bad_records
@@ -359,6 +406,22 @@ async fn load_table(
     };
     let result = async {
         let staged = wh.stage(&req).await?;
+        // Every row the run wrote is in staging or set aside, or the files
+        // are not the run's any more: publishing them would shrink the table.
+        if staged.rows + staged.rejected_count != entry.rows
+            && staged.rejected_count <= budget
+        {
+            return Err(WarehouseError::Load {
+                table: table.to_owned(),
+                message: format!(
+                    "the run's files hold {} row(s) ({} loaded, {} set aside) but its manifest says {}; they were changed after the run committed, so the table is left as it was",
+                    staged.rows + staged.rejected_count,
+                    staged.rows,
+                    staged.rejected_count,
+                    entry.rows
+                ),
+            });
+        }
         out.rows = staged.rows;
         out.rejected = staged.rejected_count;
         if staged.rejected_count > 0 {
@@ -375,12 +438,7 @@ async fn load_table(
             lake.store
                 .put(&lake.object_path(&rel), PutPayload::from(body))
                 .await
-                .map_err(|e| {
-                    WarehouseError::Lake(weir_lake::LakeError::Store {
-                        path: rel.clone(),
-                        message: e.to_string(),
-                    })
-                })?;
+                .map_err(|e| WarehouseError::Lake(weir_lake::LakeError::store(rel.clone(), &e)))?;
             let shown = format!("{}/{rel}", lake.url().trim_end_matches('/'));
             out.rejects_file = Some(shown.clone());
             if staged.rejected_count > budget {
@@ -418,4 +476,62 @@ async fn load_table(
         let _ = wh.drop_table(&opts.schema, &staging).await;
     }
     result
+}
+
+/// Check a table's files against its manifest before anything is staged:
+/// each path inside the run's own folder, each file of the size the run
+/// wrote, and each Parquet file holding the rows the run wrote (read from its
+/// footer). The rows of NDJSON files are counted as they load.
+async fn verify_files(
+    lake: &Lake,
+    manifest: &Manifest,
+    entry: &TableEntry,
+    format: LakeFormat,
+) -> Result<()> {
+    let table = entry.name.as_str();
+    let listed: u64 = entry.files.iter().map(|f| f.rows).sum();
+    if listed != entry.rows {
+        return Err(WarehouseError::Lake(weir_lake::LakeError::Manifest {
+            path: lake.manifest_url(&manifest.run_id),
+            message: format!(
+                "table {table}: its files hold {listed} row(s) but the table {}",
+                entry.rows
+            ),
+        }));
+    }
+    let changed = |f: &weir_lake::FileEntry, what: String| {
+        WarehouseError::Load {
+        table: table.to_owned(),
+        message: format!(
+            "{}: {what}; the file was changed after the run committed, so the table is left as it was",
+            f.path
+        ),
+    }
+    };
+    for f in &entry.files {
+        lake.check_run_file(table, &manifest.run_id, &f.path)?;
+        let path = lake.object_path(&f.path);
+        let meta =
+            lake.store.head(&path).await.map_err(|e| {
+                WarehouseError::Lake(weir_lake::LakeError::store(f.path.clone(), &e))
+            })?;
+        if meta.size != f.bytes {
+            return Err(changed(
+                f,
+                format!("it is {} bytes, the manifest says {}", meta.size, f.bytes),
+            ));
+        }
+        if format == LakeFormat::Parquet {
+            let rows = crate::read::parquet_rows(lake, &f.path, meta.size)
+                .await
+                .map_err(|e| changed(f, format!("its Parquet footer cannot be read ({e})")))?;
+            if rows != f.rows {
+                return Err(changed(
+                    f,
+                    format!("it holds {rows} rows, the manifest says {}", f.rows),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

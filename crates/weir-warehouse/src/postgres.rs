@@ -24,6 +24,9 @@ use crate::{
 
 pub struct Postgres {
     url: SecretUrl,
+    /// Every statement runs alone (one prepared statement, so never a batch)
+    /// in a `READ ONLY` transaction that is rolled back.
+    read_only: bool,
     /// Connections between statements (a small pool: statements from
     /// parallel transform nodes each get their own, so they run at once).
     idle: std::sync::Mutex<Vec<Client>>,
@@ -81,50 +84,38 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// A PostgreSQL error as the server put it (message, detail, hint).
-fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut m = db.message().to_owned();
-            if let Some(d) = db.detail() {
-                m.push_str(&format!(" ({d})"));
-            }
-            if let Some(h) = db.hint() {
-                m.push_str(&format!(" hint: {h}"));
-            }
-            m
-        }
-        None => e.to_string(),
-    }
-}
-
 fn sql_err(sql: &str, e: &tokio_postgres::Error) -> WarehouseError {
-    WarehouseError::Sql {
-        sql: sql.to_owned(),
-        message: pg_message(e),
-    }
+    WarehouseError::pg_sql(sql, e)
 }
 
 async fn connect(url: &SecretUrl) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url.expose(), NoTls)
+    weir_pg::connect(url, "the warehouse")
         .await
         .map_err(|e| WarehouseError::Open {
             target: url.redacted().to_owned(),
-            message: pg_message(&e),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("warehouse connection closed: {e}");
-        }
-    });
-    Ok(client)
+            transient: e.is_transient(),
+            message: format!(
+                "{}{}",
+                e.message,
+                e.code
+                    .as_ref()
+                    .map(|c| format!(" (SQLSTATE {c})"))
+                    .unwrap_or_default()
+            ),
+        })
 }
 
 impl Postgres {
     pub async fn connect(url: &SecretUrl) -> Result<Postgres> {
+        Self::connect_with(url, false).await
+    }
+
+    /// `read_only`: for `weir query` and other readers, which must never change the warehouse.
+    pub async fn connect_with(url: &SecretUrl, read_only: bool) -> Result<Postgres> {
         let first = connect(url).await?;
         Ok(Postgres {
             url: url.clone(),
+            read_only,
             idle: std::sync::Mutex::new(vec![first]),
         })
     }
@@ -193,6 +184,9 @@ impl Warehouse for Postgres {
     }
 
     async fn execute(&self, sql: &str) -> Result<()> {
+        if self.read_only {
+            return self.query(sql).await.map(|_| ());
+        }
         let mut c = self.lease().await?;
         let r = c.start().batch_execute(sql).await;
         c.done();
@@ -203,13 +197,33 @@ impl Warehouse for Postgres {
     /// PostgreSQL's own text for everything else.
     async fn query(&self, sql: &str) -> Result<QueryResult> {
         let mut c = self.lease().await?;
-        let types: Option<Vec<Type>> = c
-            .start()
-            .prepare(sql)
-            .await
-            .ok()
-            .map(|s| s.columns().iter().map(|c| c.type_().clone()).collect());
-        let messages = c.start().simple_query(sql).await;
+        let prepared = c.start().prepare(sql).await;
+        let types: Option<Vec<Type>> = match prepared {
+            Ok(s) => Some(s.columns().iter().map(|c| c.type_().clone()).collect()),
+            // A read-only query must be one statement: the server refuses to
+            // prepare a batch, which could otherwise leave the read-only
+            // transaction (`SET TRANSACTION READ WRITE; DROP …`).
+            Err(e) if self.read_only => {
+                c.done();
+                return Err(sql_err(sql, &e));
+            }
+            Err(_) => None,
+        };
+        let messages = if self.read_only {
+            let client = c.start();
+            let r = match client.batch_execute("BEGIN READ ONLY").await {
+                Ok(()) => client.simple_query(sql).await,
+                Err(e) => Err(e),
+            };
+            // Nothing a reader ran is kept, whatever it was.
+            let rollback = client.batch_execute("ROLLBACK").await;
+            match (r, rollback) {
+                (Ok(m), Ok(())) => Ok(m),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            }
+        } else {
+            c.start().simple_query(sql).await
+        };
         c.done();
         let messages = messages.map_err(|e| sql_err(sql, &e))?;
         let mut names: Vec<String> = Vec::new();

@@ -494,11 +494,15 @@ fn reject(report: &mut ReadReport, file: &str, line: u64, reason: String, raw: &
     }
 }
 
-/// Whether a lake is a local folder, and where: DuckDB then reads the files itself.
-pub(crate) fn local_root(lake: &Lake) -> Option<std::path::PathBuf> {
-    lake.url()
-        .strip_prefix("file://")
-        .map(std::path::PathBuf::from)
+/// The number of rows a Parquet file of `size` bytes says it holds.
+pub(crate) async fn parquet_rows(lake: &Lake, rel: &str, size: u64) -> Result<u64, String> {
+    let mut reader = ObjectReader {
+        store: lake.store.clone(),
+        path: lake.object_path(rel),
+        size,
+    };
+    let meta = reader.get_metadata(None).await.map_err(|e| e.to_string())?;
+    Ok(meta.file_metadata().num_rows().max(0) as u64)
 }
 
 #[cfg(test)]

@@ -105,8 +105,9 @@ async fn bigquery_loads_merges_and_budgets_bad_records() {
         .unwrap();
     let err = over.tables[0]
         .error
-        .clone()
-        .expect("a bad record over budget fails");
+        .as_ref()
+        .expect("a bad record over budget fails")
+        .to_string();
     assert!(err.contains("bad record"), "{err}");
     assert_eq!(over.tables[0].rows, 0);
     // the table keeps the merged contents, and no staging table is left behind

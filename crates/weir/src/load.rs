@@ -117,6 +117,7 @@ pub async fn load_run(
         .await
         .map_err(|e| match e {
             WarehouseError::Load { .. }
+            | WarehouseError::Names { .. }
             | WarehouseError::NoRun { .. }
             | WarehouseError::UnknownRun { .. } => usage(e),
             e => Failure::from(e),
@@ -163,7 +164,7 @@ pub fn summary_json(s: &LoadSummary) -> serde_json::Value {
             "rows_rejected": t.rejected,
             "seconds": t.seconds,
             "rejects_file": t.rejects_file,
-            "error": t.error,
+            "error": t.error.as_ref().map(|e| e.to_string()),
         })).collect::<Vec<_>>(),
     })
 }
@@ -210,12 +211,27 @@ pub struct QueryArgs {
     /// A DuckDB file or a postgres:// URL; overrides `warehouse:`.
     #[arg(long, env = "WEIR_WAREHOUSE", hide_env_values = true)]
     pub warehouse: Option<String>,
+    /// Allow statements that change the warehouse (by default the warehouse
+    /// is opened read-only, and a DuckDB file must already exist).
+    #[arg(long)]
+    pub write: bool,
 }
 
 pub async fn query(args: QueryArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.project);
     let project = load_project(&dir)?;
-    let wh = open_warehouse(&dir, project.as_ref(), args.warehouse.as_deref()).await?;
+    let access = if args.write {
+        weir_warehouse::Access::ReadWrite
+    } else {
+        weir_warehouse::Access::ReadOnly
+    };
+    let cfg = warehouse_config(project.as_ref(), args.warehouse.as_deref());
+    let wh = weir_warehouse::open_with(&cfg, &dir, &lake_url(project.as_ref(), None), access)
+        .await
+        .map_err(|e| match e {
+            WarehouseError::Open { .. } => usage(e),
+            e => Failure::from(e),
+        })?;
     let result = wh.query(&args.sql).await?;
     let format = args.format.unwrap_or_else(|| {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -238,7 +254,10 @@ pub fn write_result(
 ) -> Result<(), Failure> {
     match format {
         "json" => {
-            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            // Every key in every object: a NULL is `null`, not a missing key.
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(&mut *out);
             for b in &result.batches {
                 w.write(b)?;
             }

@@ -75,6 +75,22 @@ enum Command {
     },
 }
 
+/// Standard error for logs, with every secret the process knows hidden
+/// (tracing formats each event whole, then writes it once).
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(weir_config::scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// An error with the exit code it maps to.
 pub struct Failure {
     pub code: u8,
@@ -109,7 +125,9 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| ScrubbedStderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -148,7 +166,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {:#}", f.error);
+            eprintln!("error: {}", weir_config::scrub(&format!("{:#}", f.error)));
             ExitCode::from(f.code)
         }
     }
