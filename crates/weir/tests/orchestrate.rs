@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,72 +16,8 @@ use weir_config::SecretUrl;
 use weir_orchestrate::store::{RunState, Store};
 use weir_testkit::{temp_dir, TestDb};
 
-fn weir_cmd(args: &[&str], dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.args(args).current_dir(dir).env_remove("WEIR_SOURCE_URL");
-    c
-}
-
-fn weir(args: &[&str], dir: &Path) -> Output {
-    weir_cmd(args, dir).output().expect("run weir")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Copy the Olist dbt project (without its build output) into `to`.
-fn copy_olist_models(to: &Path) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/olist/transform");
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for e in std::fs::read_dir(from.join(&rel)).unwrap().flatten() {
-            let name = e.file_name();
-            let r = rel.join(&name);
-            if e.path().is_dir() {
-                if name != "target" && name != "logs" {
-                    std::fs::create_dir_all(to.join(&r)).unwrap();
-                    stack.push(r);
-                }
-            } else {
-                std::fs::copy(e.path(), to.join(&r)).unwrap();
-            }
-        }
-    }
-}
-
-/// A project over a freshly generated Olist source at `scale`, with `extra`
-/// appended to its weir.yml.
-async fn olist_project(scale: &str, extra: &str) -> (TestDb, tempfile::TempDir) {
-    let db = TestDb::new().await;
-    let dir = temp_dir();
-    let out = weir(
-        &["source", "generate", "--url", &db.url(), "--scale", scale],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    std::fs::create_dir_all(dir.path().join("transform")).unwrap();
-    copy_olist_models(&dir.path().join("transform"));
-    std::fs::write(
-        dir.path().join("weir.yml"),
-        format!(
-            "name: olist\nsource:\n  postgres:\n    url: {}\n  tables: [\"*\"]\n  jobs: 2\nlake:\n  url: file://./lake\nwarehouse:\n  schema: raw\ntransform:\n  project: ./transform\n  threads: 2\n{extra}",
-            db.url()
-        ),
-    )
-    .unwrap();
-    (db, dir)
-}
-
-fn query_csv(dir: &Path, sql: &str) -> String {
-    let out = weir(&["query", "--format", "csv", sql], dir);
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::*;
 
 /// Every final table's rows, sorted: what a clean run and a recovered run must agree on.
 fn final_tables(dir: &Path) -> String {

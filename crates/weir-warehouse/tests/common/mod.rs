@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use weir_config::{Compression, LakeFormat, LoadMode, SecretUrl, TableSelection};
@@ -100,4 +101,31 @@ pub async fn leftovers(wh: &dyn Warehouse) -> Vec<Vec<String>> {
         "SELECT table_name FROM information_schema.tables WHERE table_name LIKE '\\_weir\\_stage\\_%' ESCAPE '\\'",
     )
     .await
+}
+
+/// Which warehouse a test runs against; each test runs on both.
+pub enum Kind {
+    DuckDb,
+    Postgres,
+}
+
+pub struct Wh {
+    pub wh: Arc<dyn Warehouse>,
+    pub _db: Option<TestDb>,
+}
+
+pub async fn open(kind: &Kind, dir: &std::path::Path) -> Wh {
+    match kind {
+        Kind::DuckDb => Wh {
+            wh: Arc::new(duckdb(dir)),
+            _db: None,
+        },
+        Kind::Postgres => {
+            let db = TestDb::new().await;
+            Wh {
+                wh: Arc::new(postgres(&db).await),
+                _db: Some(db),
+            }
+        }
+    }
 }
