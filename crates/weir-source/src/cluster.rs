@@ -56,6 +56,72 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Where the cluster for `data` lives when `data` itself cannot be reached
+/// by the postgres user: `/var/tmp/weir-demo-pg/<hash of data's path>`.
+fn shared_home(data: &Path) -> Result<PathBuf, SourceError> {
+    let base = PathBuf::from("/var/tmp/weir-demo-pg");
+    let io = |e: std::io::Error| SourceError::Io {
+        path: base.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&base).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt;
+    // Others may pass through to their own cluster folders, no more.
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711)).map_err(io)?;
+    // FNV-1a of the path: stable across runs and builds, so the demo finds
+    // its cluster again.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let dir = base.join(format!("{h:016x}"));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    Ok(dir)
+}
+
+/// Whether `user` can enter and write `dir`.
+fn reachable_by(user: &str, dir: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(dir)
+        .current_dir("/")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// PostgreSQL refuses to run as root: as root, the cluster runs as `user`,
+/// which is created (a system user) when the machine has none.
+fn ensure_user(user: &str) -> Result<(), SourceError> {
+    let exists = Command::new("id")
+        .arg(user)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if exists {
+        return Ok(());
+    }
+    let ok = Command::new("useradd")
+        .args([
+            "--system",
+            "--home-dir",
+            "/var/lib/postgresql",
+            "--shell",
+            "/bin/sh",
+            user,
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::Config(format!(
+            "running as root, the private PostgreSQL must run as the `{user}` user, which does not exist and could not be created"
+        )))
+    }
+}
+
 fn free_port() -> Result<u16, SourceError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| SourceError::Io {
         path: "127.0.0.1".into(),
@@ -74,19 +140,41 @@ impl PrivateCluster {
     /// run as root, so as root the folder is handed to the `postgres` user and
     /// the tools run as that user.
     pub fn start(data: &Path) -> Result<PrivateCluster, SourceError> {
+        Self::start_on(data, None)
+    }
+
+    /// [`PrivateCluster::start`] on `port` (a free one when `None`): a
+    /// cluster restarted on its old port is the same server to its clients.
+    pub fn start_on(data: &Path, port: Option<u16>) -> Result<PrivateCluster, SourceError> {
         let bin = find_bindir().ok_or_else(|| SourceError::Config(INSTALL_HINT.to_owned()))?;
         let io = |e: std::io::Error| SourceError::Io {
             path: data.display().to_string(),
             message: e.to_string(),
         };
         std::fs::create_dir_all(data).map_err(io)?;
-        let data = data.canonicalize().map_err(io)?;
+        let mut data = data.canonicalize().map_err(io)?;
         let run_as = if is_root() {
             Some("postgres".to_owned())
         } else {
             None
         };
         if let Some(user) = &run_as {
+            ensure_user(user)?;
+            // Root's home, a `mktemp -d` folder, any folder of mode 700 on
+            // the way: the postgres user cannot enter it. The cluster then
+            // lives in a folder of its own under /var/tmp, one per project
+            // folder, and the project's folder keeps a note of where.
+            if !reachable_by(user, &data) {
+                let home = shared_home(&data)?;
+                let _ = std::fs::write(
+                    data.join("WHERE.txt"),
+                    format!(
+                        "The postgres user cannot enter this folder, so the demo's PostgreSQL data lives in {}\n",
+                        home.display()
+                    ),
+                );
+                data = home;
+            }
             let ok = Command::new("chown")
                 .args(["-R", user])
                 .arg(&data)
@@ -103,7 +191,10 @@ impl PrivateCluster {
         let cluster = PrivateCluster {
             bin,
             data,
-            port: free_port()?,
+            port: match port {
+                Some(p) => p,
+                None => free_port()?,
+            },
             run_as,
         };
         if !cluster.data.join("PG_VERSION").exists() {

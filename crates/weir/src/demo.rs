@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use clap::Args;
 use weir_config::SecretUrl;
 use weir_source::cluster::PrivateCluster;
-use weir_source::olist::{generate_into_postgres, GenerateOptions};
+use weir_source::olist::{claim_demo_schema, generate_into_postgres, GenerateOptions, DEMO_SCHEMA};
 
 use crate::extract::load_project;
 use crate::load::{open_warehouse, write_result};
@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// Lake file format.
     #[arg(long, value_parser = ["parquet", "ndjson"])]
     format: Option<String>,
+    /// Let the demo replace the tables of schema `weir_demo` in --source-url's
+    /// database even though it did not make them.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn step(name: &str, started: Instant) {
@@ -91,12 +95,16 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         t,
     );
 
-    // 2. Olist sample data.
+    // 2. Olist sample data, in a schema of the demo's own: the demo never
+    //    touches tables it did not make.
     let t = Instant::now();
     let mut client = weir_source::connect(&url).await?;
+    claim_demo_schema(&client, DEMO_SCHEMA, args.overwrite)
+        .await
+        .map_err(usage)?;
     let counts = generate_into_postgres(
         &mut client,
-        "public",
+        DEMO_SCHEMA,
         GenerateOptions {
             scale: args.scale,
             seed: 42,
@@ -106,7 +114,10 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     .await?;
     let rows: u64 = counts.iter().map(|c| c.1).sum();
     step(
-        &format!("generated Olist data, scale {} ({rows} rows)", args.scale),
+        &format!(
+            "generated Olist data in schema {DEMO_SCHEMA}, scale {} ({rows} rows)",
+            args.scale
+        ),
         t,
     );
 
@@ -116,6 +127,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let mut project = project;
     if let Some(src) = project.source.as_mut() {
         src.url = url.clone();
+        src.schema = DEMO_SCHEMA.to_owned();
     } else {
         return Err(usage(anyhow!(
             "{} has no `source:` section to point at the demo's database",

@@ -212,6 +212,56 @@ pub async fn existing_tables(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The schema `weir demo` writes its sample data to, in whatever database
+/// it is given: never the user's own tables.
+pub const DEMO_SCHEMA: &str = "weir_demo";
+/// The comment that marks a schema as the demo's own.
+const DEMO_MARK: &str = "made by weir demo; its tables are replaced by every demo run";
+
+/// Make sure `schema` is the demo's to fill: absent (it is created and
+/// marked), or marked as made by an earlier demo, or empty. A schema that
+/// holds tables the demo did not make is refused unless `overwrite`: the
+/// demo must never destroy data it did not create.
+pub async fn claim_demo_schema(
+    client: &Client,
+    schema: &str,
+    overwrite: bool,
+) -> Result<(), SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(obj_description(n.oid, 'pg_namespace'), ''),
+                    (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))
+             FROM pg_namespace n WHERE n.nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(query_err(format!("looking at schema {schema}")))?;
+    match row {
+        Some(r) => {
+            let comment: String = r.get(0);
+            let relations: i64 = r.get(1);
+            if comment != DEMO_MARK && relations > 0 && !overwrite {
+                return Err(SourceError::Config(format!(
+                    "schema {schema} already holds {relations} table(s) or view(s) that `weir demo` did not make, and the demo replaces its tables; give another database, or --overwrite to let the demo replace them"
+                )));
+            }
+        }
+        None => client
+            .batch_execute(&format!("CREATE SCHEMA {}", quote_ident(schema)))
+            .await
+            .map_err(query_err(format!("creating schema {schema}")))?,
+    }
+    client
+        .batch_execute(&format!(
+            "COMMENT ON SCHEMA {} IS {}",
+            quote_ident(schema),
+            crate::pg::quote_literal(DEMO_MARK)
+        ))
+        .await
+        .map_err(query_err(format!("marking schema {schema}")))?;
+    Ok(())
+}
+
 /// Row counts written per table, in generation order.
 pub type Counts = Vec<(&'static str, u64)>;
 
