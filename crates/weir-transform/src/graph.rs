@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use weir_select::{Atom, Depth, Method};
+
 use crate::project::{Node, Project, ResourceType};
 use crate::TransformError;
 
@@ -93,42 +95,18 @@ fn walk(
 }
 
 /// Nodes one atom selects (e.g. `2+stg_orders+`, `tag:nightly`, `@orders`).
-fn atom(
-    project: &Project,
-    kids: &HashMap<String, Vec<String>>,
-    raw: &str,
-) -> Result<BTreeSet<String>, TransformError> {
-    let mut s = raw;
-    let at = s.starts_with('@');
-    if at {
-        s = &s[1..];
-    }
-    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
-    let (up, up_depth) = if s[digits.len()..].starts_with('+') {
-        s = &s[digits.len() + 1..];
-        (true, digits.parse::<usize>().ok())
-    } else {
-        (false, None)
-    };
-    let (down, down_depth) = match s.rfind('+') {
-        Some(i) if s[i + 1..].chars().all(|c| c.is_ascii_digit()) => {
-            let d = s[i + 1..].parse::<usize>().ok();
-            s = &s[..i];
-            (true, d)
-        }
-        _ => (false, None),
-    };
+fn atom(project: &Project, kids: &HashMap<String, Vec<String>>, a: &Atom) -> BTreeSet<String> {
     let nodes = &project.nodes;
+    let value = a.value.as_str();
     let mut base = BTreeSet::new();
-    let (method, value) = s.split_once(':').unwrap_or(("", s));
-    match method {
-        "tag" => base.extend(
+    match a.method {
+        Method::Tag => base.extend(
             nodes
                 .values()
                 .filter(|n| n.tags().iter().any(|t| t == value))
                 .map(|n| n.unique_id.clone()),
         ),
-        "path" | "file" => {
+        Method::Path => {
             let v = value.trim_end_matches('/');
             base.extend(
                 nodes
@@ -142,7 +120,7 @@ fn atom(
                     .map(|n| n.unique_id.clone()),
             )
         }
-        "source" => {
+        Method::Source => {
             let (src, table) = value.split_once('.').unwrap_or((value, "*"));
             base.extend(
                 project
@@ -152,13 +130,13 @@ fn atom(
                     .map(|s| s.unique_id.clone()),
             )
         }
-        "resource_type" => base.extend(
+        Method::ResourceType => base.extend(
             nodes
                 .values()
                 .filter(|n| n.resource_type.as_str() == value)
                 .map(|n| n.unique_id.clone()),
         ),
-        "fqn" | "" => {
+        Method::Fqn => {
             let wanted: Vec<&str> = value.split('.').collect();
             for n in nodes.values() {
                 let fqn: Vec<&str> = n.fqn.iter().map(String::as_str).collect();
@@ -172,15 +150,14 @@ fn atom(
                 }
             }
         }
-        other => {
-            return Err(TransformError::Selection {
-                message: format!("unknown selector method `{other}:` in `{raw}`"),
-            })
-        }
     }
     if base.is_empty() {
-        return Ok(base);
+        return base;
     }
+    let levels = |d: Depth| match d {
+        Depth::All => None,
+        Depth::Levels(n) => Some(n),
+    };
     let parents = |id: &str| -> Vec<String> {
         nodes
             .get(id)
@@ -190,20 +167,20 @@ fn atom(
     let childs = |id: &str| -> Vec<String> { kids.get(id).cloned().unwrap_or_default() };
     let mut out = base.clone();
     for id in &base {
-        if up {
-            walk(id, &parents, up_depth, &mut out);
+        if let Some(d) = a.parents {
+            walk(id, &parents, levels(d), &mut out);
         }
-        if down || at {
-            walk(id, &childs, down_depth, &mut out);
+        if a.at || a.children.is_some() {
+            walk(id, &childs, a.children.and_then(levels), &mut out);
         }
     }
-    if at {
+    if a.at {
         let below: Vec<String> = out.iter().cloned().collect();
         for id in below {
             walk(&id, &parents, None, &mut out);
         }
     }
-    Ok(out)
+    out
 }
 
 fn expression(
@@ -211,11 +188,14 @@ fn expression(
     kids: &HashMap<String, Vec<String>>,
     terms: &[String],
 ) -> Result<BTreeSet<String>, TransformError> {
+    let parsed = weir_select::parse(terms).map_err(|e| TransformError::Selection {
+        message: e.to_string(),
+    })?;
     let mut union = BTreeSet::new();
-    for term in terms.iter().flat_map(|t| t.split_whitespace()) {
+    for intersection in &parsed.union {
         let mut inter: Option<BTreeSet<String>> = None;
-        for a in term.split(',') {
-            let set = atom(project, kids, a)?;
+        for a in intersection {
+            let set = atom(project, kids, a);
             inter = Some(match inter {
                 None => set,
                 Some(prev) => prev.intersection(&set).cloned().collect(),
