@@ -199,19 +199,82 @@ pub async fn load_csv_dir(
     Ok(loaded)
 }
 
-fn open(path: &Path) -> Result<csv::Reader<std::fs::File>, SourceError> {
-    csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| SourceError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+/// A file being read, and where its lines start: the csv crate's own line
+/// numbers miss the header's line in files that end lines with CRLF (the
+/// real Olist files do), so lines are counted from the bytes themselves.
+struct Counted {
+    file: std::fs::File,
+    read: u64,
+    lines: Lines,
 }
 
-fn header(path: &Path, rdr: &mut csv::Reader<std::fs::File>) -> Result<Vec<String>, SourceError> {
-    let h = rdr.headers().map_err(|e| csv_error(path, &e))?;
+/// The newlines read but not yet asked about (a buffer's worth at most:
+/// the csv reader asks about records in order, just behind what it read).
+#[derive(Default)]
+struct LineIndex {
+    newlines: std::collections::VecDeque<u64>,
+    before: u64,
+}
+
+impl LineIndex {
+    /// The 1-based line of a record the csv reader says starts at `offset`.
+    /// After a CRLF, the csv reader has ended the previous record at the
+    /// `\r` and starts the next one at the `\n`: that newline belongs before it.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while self.newlines.front().is_some_and(|&n| n <= offset) {
+            self.newlines.pop_front();
+            self.before += 1;
+        }
+        self.before + 1
+    }
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let mut idx = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                idx.newlines.push_back(self.read + i as u64);
+            }
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+type CsvReader = csv::Reader<Counted>;
+type Lines = std::sync::Arc<std::sync::Mutex<LineIndex>>;
+
+fn open(path: &Path) -> Result<(CsvReader, Lines), SourceError> {
+    let file = std::fs::File::open(path).map_err(|e| SourceError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let lines: Lines = Lines::default();
+    let rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(Counted {
+            file,
+            read: 0,
+            lines: lines.clone(),
+        });
+    Ok((rdr, lines))
+}
+
+/// The line an error is at.
+fn error_line(lines: &Lines, e: &csv::Error) -> u64 {
+    e.position().map_or(0, |p| {
+        lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .line_at(p.byte())
+    })
+}
+
+fn header(path: &Path, rdr: &mut CsvReader, lines: &Lines) -> Result<Vec<String>, SourceError> {
+    let h = rdr.headers().map_err(|e| csv_error(path, lines, &e))?;
     Ok(h.iter()
         .enumerate()
         .map(|(i, c)| {
@@ -225,8 +288,8 @@ fn header(path: &Path, rdr: &mut csv::Reader<std::fs::File>) -> Result<Vec<Strin
         .collect())
 }
 
-fn csv_error(path: &Path, e: &csv::Error) -> SourceError {
-    let line = e.position().map_or(0, |p| p.line());
+fn csv_error(path: &Path, lines: &Lines, e: &csv::Error) -> SourceError {
+    let line = error_line(lines, e);
     SourceError::MalformedCsv {
         file: path.display().to_string(),
         rows: 1,
@@ -245,8 +308,8 @@ pub async fn load_csv_file(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let mut rdr = open(path)?;
-    let head = header(path, &mut rdr)?;
+    let (mut rdr, mut lines) = open(path)?;
+    let head = header(path, &mut rdr, &lines)?;
     let (table, columns): (String, Vec<(String, ColType, String)>) =
         match OlistTable::for_file(file_name) {
             Some(t) => {
@@ -272,13 +335,13 @@ pub async fn load_csv_file(
                 // First pass: infer each column's type.
                 let mut inf = vec![Inference::new(); head.len()];
                 for rec in rdr.records() {
-                    let rec = rec.map_err(|e| csv_error(path, &e))?;
+                    let rec = rec.map_err(|e| csv_error(path, &lines, &e))?;
                     for (i, v) in rec.iter().enumerate().take(head.len()) {
                         inf[i].see(v);
                     }
                 }
-                rdr = open(path)?;
-                header(path, &mut rdr)?;
+                (rdr, lines) = open(path)?;
+                header(path, &mut rdr, &lines)?;
                 let cols = head
                     .iter()
                     .zip(&inf)
@@ -333,7 +396,7 @@ pub async fn load_csv_file(
             Err(e) => {
                 bad_rows += 1;
                 if problems.len() < MAX_REPORTED {
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = error_line(&lines, &e);
                     problems.push(format!("line {line}: {e}"));
                 }
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
@@ -342,7 +405,12 @@ pub async fn load_csv_file(
                 continue;
             }
         }
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = rec.position().map_or(0, |p| {
+            lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .line_at(p.byte())
+        });
         if rec.len() != columns.len() {
             bad_rows += 1;
             if problems.len() < MAX_REPORTED {

@@ -325,3 +325,33 @@ async fn malformed_csv_rows_are_reported_with_lines_and_nothing_is_loaded() {
         .get(0);
     assert_eq!(null_note, None);
 }
+
+/// Regression: in files whose lines end with CRLF (the real Olist
+/// translation and reviews files) every reported line was one too low.
+#[tokio::test]
+async fn malformed_rows_are_reported_at_their_line_in_crlf_files_too() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    for eol in ["\n", "\r\n"] {
+        let dir = temp_dir();
+        let text = [
+            "id,amount,note",
+            "1,10.5,\"multi",
+            "line\"",
+            "2,3",
+            "3,4,ok",
+            "4",
+        ]
+        .join(eol)
+            + eol;
+        std::fs::write(dir.path().join("t.csv"), text).unwrap();
+        let err = load_csv_dir(&mut client, dir.path(), "public", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: 2 fields") && err.contains("line 6: 1 fields"),
+            "{eol:?}: {err}"
+        );
+    }
+}
