@@ -381,6 +381,29 @@ fn parse_numeric(v: &[u8]) -> Result<Numeric<'_>> {
     if n.digits.len() != ndigits * 2 {
         return Err(bad("numeric digit count does not match its length"));
     }
+    if !matches!(
+        n.sign,
+        0 | NUMERIC_NEG | NUMERIC_NAN | NUMERIC_PINF | NUMERIC_NINF
+    ) {
+        return Err(bad(format!(
+            "numeric sign {:#06x} is not one PostgreSQL writes",
+            n.sign
+        )));
+    }
+    // PostgreSQL's display scale has 14 bits (NUMERIC_MAX_DISPLAY_SCALE is
+    // 1000); anything larger is not a value the server sent.
+    if n.dscale > 0x3FFF {
+        return Err(bad(format!(
+            "numeric display scale {} is out of range",
+            n.dscale
+        )));
+    }
+    if n.digits
+        .chunks(2)
+        .any(|d| !(0..10_000).contains(&i16::from_be_bytes([d[0], d[1]])))
+    {
+        return Err(bad("numeric digit group is not between 0 and 9999"));
+    }
     Ok(n)
 }
 
@@ -462,7 +485,7 @@ pub(crate) fn numeric_to_string(v: &[u8]) -> Result<String> {
         s.push('.');
         let mut frac = String::new();
         let mut w = n.weight as i32 + 1; // index of the first fractional group
-        while (frac.len() as u16) < n.dscale {
+        while frac.len() < usize::from(n.dscale) {
             let d = if w >= 0 && (w as usize) < n.ndigits() {
                 n.digit(w as usize)
             } else {
@@ -671,6 +694,20 @@ mod tests {
             "NaN"
         );
         assert!(numeric_to_i128(&numeric(0, NUMERIC_NAN, 0, &[]), 10, 2).is_err());
+    }
+
+    /// Found by the fuzzer: a display scale of 65535 made the fraction loop
+    /// wrap around (its length compared as u16) and never end.
+    #[test]
+    fn malformed_numerics_are_errors_not_hangs() {
+        assert!(numeric_to_string(&numeric(10, 0, u16::MAX, &[1])).is_err());
+        assert!(numeric_to_string(&numeric(0, 0xffff, 2, &[1])).is_err());
+        assert!(numeric_to_string(&numeric(0, 0, 2, &[10_000])).is_err());
+        assert!(numeric_to_string(&numeric(0, 0, 2, &[-1])).is_err());
+        assert_eq!(
+            numeric_to_string(&numeric(0, 0, 1000, &[1])).unwrap().len(),
+            1002
+        );
     }
 
     #[test]
