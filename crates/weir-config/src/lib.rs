@@ -22,7 +22,7 @@ pub use orchestrate::{
     OrchestrateConfig, SqlTarget, TaskPolicy, TriggerRule, UserTask, UserTaskKind, DEFAULT_LEASE,
     DEFAULT_MAX_ACTIVE_TASKS, DEFAULT_POLL, DEFAULT_TIMEOUT, NO_TIMEOUT, SOURCE_POOL,
 };
-pub use secret::{redact_url, register_secret, scrub, Secret, SecretUrl, MASK};
+pub use secret::{describe_error, redact_url, register_secret, scrub, Secret, SecretUrl, MASK};
 pub use yaml::{interpolate, Location};
 use yaml::{At, Reader};
 

@@ -83,6 +83,23 @@ fn redact_urls_in(text: &str) -> String {
     out
 }
 
+/// An error and its causes as one line (`outer: inner: root`, a cause
+/// already in the text said once), scrubbed: the form in which errors are
+/// shown and stored.
+pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    scrub(&out).into_owned()
+}
+
 /// A secret string (password, key, token, or a URL that embeds one).
 ///
 /// `Debug` and `Display` print `***`; the value is only reachable through

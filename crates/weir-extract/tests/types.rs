@@ -264,7 +264,7 @@ async fn unsupported_types_name_table_column_and_type_unless_cast_to_text() {
     };
     let err = run(&db.url(), dir.path(), &setup).await.unwrap_err();
     assert!(
-        err.contains("public.shapes") && err.contains("column p") && err.contains("point"),
+        err.contains("public.shapes") && err.contains("(p point)"),
         "{err}"
     );
     assert!(err.contains("cast_to_text"), "{err}");

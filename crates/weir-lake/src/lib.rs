@@ -11,6 +11,7 @@
 //! Arrow batches and gives back files and manifests. CPU-heavy encoding runs on
 //! blocking threads; the async side only moves bytes.
 
+pub mod gc;
 mod manifest;
 mod store;
 mod write;

@@ -58,10 +58,22 @@ impl ProjectLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                // The holder writes who it is just after it takes the lock:
+                // give a process that is starting that moment to do so.
+                let mut holder = String::new();
+                for _ in 0..20 {
+                    holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    if !holder.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                let who = match holder.trim() {
+                    "" => "its PID was not recorded".to_owned(),
+                    h => h.to_owned(),
+                };
                 return Err(format!(
-                    "another weir process ({}) is running this project's pipeline; stop it first or wait for it",
-                    holder.trim()
+                    "another weir process ({who}) is running this project's pipeline; stop it first or wait for it"
                 ));
             }
             Err(std::fs::TryLockError::Error(e)) => {
@@ -69,9 +81,32 @@ impl ProjectLock {
             }
         }
         let _ = file.set_len(0);
-        let _ = write!(file, "pid {}", std::process::id());
+        let command: Vec<String> = std::env::args().take(2).collect();
+        let _ = write!(
+            file,
+            "pid {}, `{}`, since {}",
+            std::process::id(),
+            command.join(" "),
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+        );
         let _ = file.flush();
         Ok(ProjectLock { _file: file, path })
+    }
+
+    /// Whether a live process holds the project (the lock file names a
+    /// process that still exists). Reads only, so it never gets in the way
+    /// of a process taking the lock.
+    pub fn is_held(state_dir: &Path) -> bool {
+        let text = std::fs::read_to_string(state_dir.join("lock")).unwrap_or_default();
+        let pid = text
+            .strip_prefix("pid ")
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u32>().ok());
+        match pid {
+            Some(pid) if pid == std::process::id() => true,
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            None => false,
+        }
     }
 }
 

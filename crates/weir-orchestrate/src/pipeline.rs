@@ -517,6 +517,36 @@ impl PipelineRunner {
             r = weir_source::Snapshot::export(&src.url) => r.map_err(|e| TaskError::classify(&e))?,
             () = ctx.cancel.cancelled() => return Err(cancelled()),
         };
+        // Every table's columns, read once here: a column type no Arrow
+        // type holds fails the run now, with every such column of every
+        // table at once, instead of one per extract attempt.
+        let mut problems = Vec::new();
+        for table in &self.tables {
+            let cast = src
+                .tables
+                .tables
+                .iter()
+                .find(|t| &t.name == table)
+                .map(|t| t.cast_to_text.clone())
+                .unwrap_or_default();
+            match weir_source::describe(snapshot.client(), &src.schema, table, &cast).await {
+                Ok(_) => {}
+                Err(
+                    e @ (weir_source::SourceError::UnsupportedType { .. }
+                    | weir_source::SourceError::NoSuchColumn { .. }
+                    | weir_source::SourceError::NoSuchTable { .. }),
+                ) => problems.push(e.to_string()),
+                Err(e) => return Err(TaskError::classify(&e)),
+            }
+        }
+        if !problems.is_empty() {
+            snapshot.release().await;
+            return Err(TaskError::permanent(format!(
+                "{} source table(s) cannot be extracted:\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            )));
+        }
         let reference = snapshot.reference();
         ctx.log.line(&format!(
             "exported snapshot {} ({}) for the run's extract tasks",
@@ -778,7 +808,9 @@ impl PipelineRunner {
                     .map_err(|e| TaskError::classify(&e))?;
                 let cancel = client.cancel_token();
                 tokio::select! {
-                    r = client.batch_execute(sql) => r.map_err(|e| TaskError::classify(&e))?,
+                    r = client.batch_execute(sql) => r.map_err(|e| {
+                        TaskError::classify(&weir_pg::PgError::new("the source refused the task's SQL", e))
+                    })?,
                     () = ctx.cancel.cancelled() => {
                         // Stop the query on the server, not just here.
                         let r = cancel.cancel_query(tokio_postgres::NoTls).await;
@@ -882,4 +914,31 @@ impl TaskRunner for PipelineRunner {
 /// Where a project keeps its run history and logs.
 pub fn state_dir(project_dir: &Path) -> PathBuf {
     project_dir.join(".weir")
+}
+
+/// The lake runs an unfinished run of `dag` has extracted and may still
+/// load: `weir lake gc` must keep them.
+pub async fn lake_runs_in_use(
+    store: &Store,
+    dag: &str,
+) -> Result<BTreeSet<String>, crate::store::StoreError> {
+    let mut out = BTreeSet::new();
+    for state in [
+        crate::store::RunState::Running,
+        crate::store::RunState::Queued,
+    ] {
+        for run in store.runs_in_state(dag, state).await? {
+            for t in store.tasks(run.id).await? {
+                if let Some(r) = t
+                    .output
+                    .as_ref()
+                    .and_then(|o| o.get("lake_run"))
+                    .and_then(|r| r.as_str())
+                {
+                    out.insert(r.to_owned());
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -73,7 +73,7 @@ impl TaskError {
         }
         TaskError {
             kind,
-            message: chain(e),
+            message: weir_config::describe_error(e),
         }
     }
 
@@ -102,7 +102,7 @@ fn transient_by_type(err: &(dyn std::error::Error + 'static)) -> Option<bool> {
         return Some(weir_pg::transient(pg));
     }
     if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        return Some(io_transient(io.kind()));
+        return Some(weir_pg::io_transient(io));
     }
     None
 }
@@ -111,37 +111,6 @@ impl std::fmt::Display for TaskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.message)
     }
-}
-
-/// An error and its causes, as `outer: inner: root`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    weir_config::scrub(&out).into_owned()
-}
-
-fn io_transient(kind: std::io::ErrorKind) -> bool {
-    use std::io::ErrorKind as K;
-    matches!(
-        kind,
-        K::ConnectionReset
-            | K::ConnectionAborted
-            | K::ConnectionRefused
-            | K::BrokenPipe
-            | K::TimedOut
-            | K::UnexpectedEof
-            | K::NotConnected
-            | K::HostUnreachable
-            | K::NetworkUnreachable
-    )
 }
 
 /// How often and how patiently a task is retried.

@@ -115,19 +115,8 @@ impl Schedule {
                 };
                 let from = last_end.map_or(first, |e| e.max(first));
                 if catchup {
-                    let mut out = Vec::new();
-                    let mut a = from;
-                    while out.len() < MAX_DUE {
-                        let Some(b) = self.next_tick(a, false) else {
-                            break;
-                        };
-                        if b > now {
-                            break;
-                        }
-                        out.push(Interval { start: a, end: b });
-                        a = b;
-                    }
-                    out
+                    // `from` is a tick, so the intervals start there.
+                    self.between(from, now, MAX_DUE)
                 } else {
                     // The newest complete interval: it ends at the last tick
                     // not after now, and starts at the tick before that.
@@ -147,6 +136,30 @@ impl Schedule {
                 }
             }
         }
+    }
+
+    /// The intervals that start at or after `from` and end at or before
+    /// `to`, oldest first, at most `limit` of them (a backfill). Empty for a
+    /// schedule without periodic ticks.
+    pub fn between(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> Vec<Interval> {
+        let Schedule::Cron { .. } = self else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let Some(mut a) = self.next_tick(from, true) else {
+            return out;
+        };
+        while out.len() < limit {
+            let Some(b) = self.next_tick(a, false) else {
+                break;
+            };
+            if b > to {
+                break;
+            }
+            out.push(Interval { start: a, end: b });
+            a = b;
+        }
+        out
     }
 
     /// When the next interval will be due after `now` (for sleeping).

@@ -1259,6 +1259,11 @@ impl Store {
                     params![run],
                 )
                 .await?;
+            if n == 0 {
+                // Nothing to run again: the run keeps its state and times.
+                tx.commit().await?;
+                return Ok(0);
+            }
             recompute(&mut tx, &dag, run).await?;
             tx.exec(
                 "UPDATE runs SET state = 'running', ended_at = NULL, started_at = coalesce(started_at, $2)

@@ -115,27 +115,31 @@ pub fn transient(e: &tokio_postgres::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            return matches!(
-                io.kind(),
-                K::ConnectionRefused
-                    | K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::BrokenPipe
-                    | K::TimedOut
-                    | K::UnexpectedEof
-                    | K::NotConnected
-                    | K::HostUnreachable
-                    | K::NetworkUnreachable
-                    | K::AddrNotAvailable
-                    | K::Interrupted
-            ) || io
-                .raw_os_error()
-                .is_some_and(|c| c == 11 /* EAGAIN: DNS busy */);
+            return io_transient(io);
         }
         cur = err.source();
     }
     false
+}
+
+/// Whether an I/O error of a connection is worth a retry: refused, reset,
+/// timed out, unreachable; not a missing permission or a bad address.
+pub fn io_transient(io: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        io.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::NotConnected
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::AddrNotAvailable
+            | K::Interrupted
+    ) || io.raw_os_error() == Some(11) // EAGAIN: the resolver was busy
 }
 
 /// What the server said (message, detail, hint) when it said something;
@@ -152,19 +156,7 @@ pub fn message(e: &tokio_postgres::Error) -> String {
             }
             s
         }
-        None => {
-            let mut s = e.to_string();
-            let mut cur = std::error::Error::source(e);
-            while let Some(c) = cur {
-                let t = c.to_string();
-                if !s.contains(&t) {
-                    s.push_str(": ");
-                    s.push_str(&t);
-                }
-                cur = c.source();
-            }
-            weir_config::scrub(&s).into_owned()
-        }
+        None => weir_config::describe_error(e),
     }
 }
 

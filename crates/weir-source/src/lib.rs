@@ -38,11 +38,12 @@ pub enum SourceError {
         column: String,
         setting: &'static str,
     },
-    #[error("table {table}, column {column}: type {type_name} has no Arrow mapping; add the column to the table's `cast_to_text` in weir.yml to extract it as text")]
+    /// Every column of the table whose type has no Arrow mapping.
+    #[error("table {table}: {} without an Arrow mapping ({}); add them to the table's `cast_to_text` in weir.yml to extract them as text", if columns.len() == 1 { "1 column" } else { "columns" }, columns.iter().map(|(c, t)| format!("{c} {t}")).collect::<Vec<_>>().join(", "))]
     UnsupportedType {
         table: String,
-        column: String,
-        type_name: String,
+        /// (column, declared type)
+        columns: Vec<(String, String)>,
     },
     #[error("table {table}{}: {message}", column.as_ref().map(|c| format!(", column {c} ({})", type_name.as_deref().unwrap_or("?"))).unwrap_or_default())]
     Decode {

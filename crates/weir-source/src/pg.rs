@@ -117,6 +117,7 @@ pub async fn describe(
         .await
         .map_err(query_err(ctx()))?;
     let mut columns = Vec::with_capacity(rows.len());
+    let mut unsupported = Vec::new();
     for r in &rows {
         let name: String = r.get(0);
         let declared: String = r.get(1);
@@ -132,11 +133,8 @@ pub async fn describe(
             Some(k) => k,
             None if cast => PgKind::Text,
             None => {
-                return Err(SourceError::UnsupportedType {
-                    table: format!("{schema}.{table}"),
-                    column: name,
-                    type_name: declared,
-                })
+                unsupported.push((name, declared));
+                continue;
             }
         };
         columns.push(ColumnInfo {
@@ -146,6 +144,12 @@ pub async fn describe(
             not_null,
             cast_to_text: cast,
             distinct_fraction: None,
+        });
+    }
+    if !unsupported.is_empty() {
+        return Err(SourceError::UnsupportedType {
+            table: format!("{schema}.{table}"),
+            columns: unsupported,
         });
     }
     for c in cast_to_text {

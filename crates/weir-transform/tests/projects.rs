@@ -423,3 +423,74 @@ async fn a_relationships_test_to_a_child_does_not_stall_build() {
     assert_eq!(st["c"], "success");
     assert_eq!(st["relationships_a_k__k__ref_b_"], "pass");
 }
+
+/// Regression (B.10): on PostgreSQL a table model named with exactly 63
+/// characters could never build: `{name}__weir_tmp` was cut back to the
+/// model's own name. A name past 63 bytes is a clear error, not a table
+/// built under another name.
+#[tokio::test]
+async fn models_with_63_character_names_build_on_postgres() {
+    let db = TestDb::new().await;
+    let wh: Arc<dyn Warehouse> =
+        Arc::new(Postgres::connect(&SecretUrl::new(db.url())).await.unwrap());
+    let dir = temp_dir();
+    let (m63, m64) = ("m".repeat(63), format!("{}x", "m".repeat(63)));
+    write(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: long\nprofile: long\nmodels:\n  long:\n    +materialized: table\n"),
+            (&format!("models/{m63}.sql"), "select 1 as id"),
+            (&format!("models/{m64}.sql"), "select 2 as id"),
+            ("models/incr_x.sql", "{{ config(materialized='incremental', alias='i' ~ 'n' * 62, unique_key='id') }}\nselect 3 as id"),
+        ],
+    );
+    for round in 0..2 {
+        let s = run(dir.path(), "postgres", &wh, Command::Build, &[]).await;
+        let st = statuses(&s);
+        assert_eq!(st[&m63], "success", "round {round}: {:?}", s.results);
+        assert_eq!(st["incr_x"], "success", "round {round}: {:?}", s.results);
+        assert_eq!(st[&m64], "error");
+        let err = &s.results.iter().find(|r| r.name == m64).unwrap().message;
+        assert!(err.contains("is 64 bytes, longer than the 63"), "{err}");
+    }
+    assert_eq!(
+        scalar(&wh, &format!("SELECT id FROM analytics.{m63}")).await,
+        "1"
+    );
+    assert_eq!(
+        scalar(
+            &wh,
+            &format!("SELECT count(*) FROM analytics.i{}", "n".repeat(62))
+        )
+        .await,
+        "1"
+    );
+}
+
+/// Regression (C.11): time-zone functions on `TIMESTAMP WITH TIME ZONE` in
+/// a model asked DuckDB to download the `icu` extension.
+#[tokio::test]
+async fn models_use_time_zones_on_duckdb() {
+    let dir = temp_dir();
+    let wh: Arc<dyn Warehouse> = Arc::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap());
+    write(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: tz\nprofile: tz\nmodels:\n  tz:\n    +materialized: table\n"),
+            (
+                "models/local_days.sql",
+                "select date_trunc('day', ts AT TIME ZONE 'America/Sao_Paulo') as day, extract(hour from ts AT TIME ZONE 'America/Sao_Paulo') as hour, cast(ts AT TIME ZONE 'America/Sao_Paulo' as date) as d\nfrom (select TIMESTAMPTZ '2026-03-01 02:30:00+00' as ts) t",
+            ),
+        ],
+    );
+    let s = run(dir.path(), "duckdb", &wh, Command::Build, &[]).await;
+    assert!(!s.failed(), "{:?}", s.results);
+    assert_eq!(
+        scalar(
+            &wh,
+            "SELECT CAST(d AS VARCHAR) || ' ' || CAST(hour AS VARCHAR) FROM analytics.local_days"
+        )
+        .await,
+        "2026-02-28 23"
+    );
+}

@@ -100,6 +100,7 @@ async fn bigquery_loads_merges_and_budgets_bad_records() {
     let mut lines: Vec<&str> = text.lines().collect();
     lines[2] = "{\"id\": \"not a number\"}";
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    common::recommit(&lake, &m3).await;
     let over = weir_warehouse::load(&wh, &lake, &opts(&m3.run_id, LoadMode::Truncate))
         .await
         .unwrap();
@@ -122,6 +123,7 @@ async fn bigquery_loads_merges_and_budgets_bad_records() {
 
     // NDJSON without bad records, full replace, with lineage columns.
     std::fs::write(&file, text).unwrap();
+    common::recommit(&lake, &m3).await;
     let s = load_ok(
         &wh,
         &lake,

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{extract_to, leftovers, load_ok, open, opts, rows, scalar, Kind};
+use common::{extract_to, leftovers, load_ok, open, opts, recommit, rows, scalar, Kind};
 use weir_config::{LakeFormat, LoadMode};
 use weir_testkit::{temp_dir, TestDb};
 use weir_warehouse::LoadOptions;
@@ -124,6 +124,8 @@ async fn atomicity(kind: Kind) {
     let file = dir.path().join(&m2.table("big").unwrap().files[0].path);
     let text = std::fs::read(&file).unwrap();
     std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+    // As if written so: the size check would stop it before staging.
+    recommit(&lake, &m2).await;
     let s = weir_warehouse::load(
         w.wh.as_ref(),
         &lake,
@@ -150,6 +152,7 @@ async fn atomicity(kind: Kind) {
     assert!(leftovers(w.wh.as_ref()).await.is_empty());
     // and the next load is not hindered
     std::fs::write(&file, &text).unwrap();
+    recommit(&lake, &m2).await;
     load_ok(w.wh.as_ref(), &lake, &opts(&m2.run_id, LoadMode::Truncate)).await;
     assert_eq!(
         scalar(w.wh.as_ref(), "SELECT count(*) FROM raw.big").await,
@@ -269,6 +272,7 @@ async fn bad_records(kind: Kind) {
     lines[9] = "{\"id\": 10, \"n\": 70000, \"at\": \"2024-01-11\"}".to_owned();
     lines[19] = "{\"id\": 20, \"n\": 1, \"at\": \"not a date\"}".to_owned();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    recommit(&lake, &m).await;
 
     let over = weir_warehouse::load(
         wh,

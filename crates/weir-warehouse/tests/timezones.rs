@@ -19,16 +19,33 @@ async fn timestamptz_functions_and_named_zones_work_offline() {
     // has its own connection, so the zone is set for the database.
     let now = wh.query("SELECT now() AS t").await.unwrap();
     assert_eq!(now.num_rows(), 1);
-    wh.execute("SET GLOBAL TimeZone = 'America/Sao_Paulo'").await.unwrap();
+    wh.execute("SET GLOBAL TimeZone = 'America/Sao_Paulo'")
+        .await
+        .unwrap();
     let t = "TIMESTAMPTZ '2026-03-01 02:30:00+00'";
     for (sql, want) in [
-        (format!("SELECT date_trunc('day', {t})::VARCHAR"), "2026-02-28 00:00:00-03"),
-        (format!("SELECT ({t} AT TIME ZONE 'America/Sao_Paulo')::VARCHAR"), "2026-02-28 23:30:00"),
-        (format!("SELECT ({t} AT TIME ZONE 'Asia/Tokyo')::VARCHAR"), "2026-03-01 11:30:00"),
+        (
+            format!("SELECT date_trunc('day', {t})::VARCHAR"),
+            "2026-02-28 00:00:00-03",
+        ),
+        (
+            format!("SELECT ({t} AT TIME ZONE 'America/Sao_Paulo')::VARCHAR"),
+            "2026-02-28 23:30:00",
+        ),
+        (
+            format!("SELECT ({t} AT TIME ZONE 'Asia/Tokyo')::VARCHAR"),
+            "2026-03-01 11:30:00",
+        ),
         (format!("SELECT extract(hour FROM {t})"), "23"),
         (format!("SELECT ({t})::DATE::VARCHAR"), "2026-02-28"),
-        (format!("SELECT strftime({t}, '%H:%M %Z')"), "23:30 America/Sao_Paulo"),
-        ("SELECT count(*) FROM pg_timezone_names() WHERE name = 'America/Sao_Paulo'".to_owned(), "1"),
+        (
+            format!("SELECT strftime({t}, '%H:%M %Z')"),
+            "23:30 America/Sao_Paulo",
+        ),
+        (
+            "SELECT count(*) FROM pg_timezone_names() WHERE name = 'America/Sao_Paulo'".to_owned(),
+            "1",
+        ),
     ] {
         assert_eq!(scalar(&wh, &sql).await, want, "{sql}");
     }

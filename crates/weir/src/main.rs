@@ -14,6 +14,7 @@ macro_rules! say {
 
 mod demo;
 mod extract;
+mod lake;
 mod load;
 mod orchestrate;
 mod progress;
@@ -57,7 +58,7 @@ enum Command {
     /// Run the whole pipeline once as a DAG (resuming an unfinished run), with progress.
     Run(orchestrate::RunArgs),
     /// The scheduler: runs the pipeline on `orchestrate.schedule` until stopped.
-    Up(orchestrate::ProjectArg),
+    Up(orchestrate::UpArgs),
     /// Run tasks of the project's runs from a shared PostgreSQL metadata store.
     Worker(orchestrate::WorkerArgs),
     /// The pipeline's run history, newest first.
@@ -68,6 +69,11 @@ enum Command {
     Retry(orchestrate::RetryArgs),
     /// Run the schedule's intervals between two dates.
     Backfill(orchestrate::BackfillArgs),
+    /// Look after the lake: `weir lake gc` removes old runs.
+    Lake {
+        #[command(subcommand)]
+        command: lake::LakeCommand,
+    },
     /// Put data into a PostgreSQL source: generated Olist data or CSV files.
     Source {
         #[command(subcommand)]
@@ -144,6 +150,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Extract(args) => extract::run(args).await,
             Command::Source { command } => source::run(command).await,
+            Command::Lake { command } => lake::run(command).await,
             Command::Load(args) => load::run(args).await,
             Command::Query(args) => load::query(args).await,
             Command::Transform { command } => transform::run(command).await,

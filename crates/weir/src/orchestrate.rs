@@ -30,10 +30,28 @@ pub struct ProjectArg {
     pub project: Option<PathBuf>,
 }
 
+/// The source database, as every command that extracts accepts it.
+#[derive(Args)]
+pub struct SourceArg {
+    /// PostgreSQL URL of the source; overrides `source.postgres.url`.
+    #[arg(long, env = "WEIR_SOURCE_URL", hide_env_values = true)]
+    pub source_url: Option<String>,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub p: ProjectArg,
+    #[command(flatten)]
+    pub src: SourceArg,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub p: ProjectArg,
+    #[command(flatten)]
+    pub src: SourceArg,
     /// Start a new run even if an unfinished one could be resumed.
     #[arg(long)]
     pub new: bool,
@@ -47,6 +65,8 @@ pub struct RunArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub p: ProjectArg,
+    #[command(flatten)]
+    pub src: SourceArg,
     /// Tasks this worker runs at once (default: orchestrate.max_active_tasks).
     #[arg(long)]
     pub slots: Option<usize>,
@@ -75,6 +95,8 @@ pub struct LogsArgs {
 pub struct RetryArgs {
     #[command(flatten)]
     pub p: ProjectArg,
+    #[command(flatten)]
+    pub src: SourceArg,
     /// The run whose failed and skipped tasks run again.
     pub run: i64,
 }
@@ -83,12 +105,17 @@ pub struct RetryArgs {
 pub struct BackfillArgs {
     #[command(flatten)]
     pub p: ProjectArg,
+    #[command(flatten)]
+    pub src: SourceArg,
     /// First interval start (YYYY-MM-DD or RFC 3339).
     #[arg(long)]
     pub from: String,
     /// Intervals ending at or before this (YYYY-MM-DD or RFC 3339).
     #[arg(long)]
     pub to: String,
+    /// Refuse a range of more intervals than this (each is a run).
+    #[arg(long, default_value_t = 1000)]
+    pub max_runs: usize,
 }
 
 /// Prints one line per task that ended (or will retry).
@@ -126,14 +153,37 @@ impl Observer for Printer {
     }
 }
 
-fn project(dir: &Path) -> Result<Project, Failure> {
-    load_project(dir)?.ok_or_else(|| {
-        usage(anyhow!(
-            "no {} in {}",
-            weir_config::PROJECT_FILE,
-            dir.display()
-        ))
-    })
+fn project(dir: &Path, src: &SourceArg) -> Result<Project, Failure> {
+    let mut p = load_project(dir)?.ok_or_else(|| no_project(dir))?;
+    if let Some(url) = &src.source_url {
+        match p.source.as_mut() {
+            Some(s) => s.url = weir_config::SecretUrl::new(url.clone()),
+            None => {
+                return Err(usage(anyhow!(
+                "--source-url is given but {} has no `source:` section to say which tables to read",
+                dir.join(weir_config::PROJECT_FILE).display()
+            )))
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn no_project(dir: &Path) -> Failure {
+    usage(anyhow!(
+        "no {} in {}",
+        weir_config::PROJECT_FILE,
+        dir.display()
+    ))
+}
+
+/// The project, for the commands that only read the run history: they work
+/// without the source's variables, which they never use.
+fn history_project(dir: &Path) -> Result<Project, Failure> {
+    if !dir.join(weir_config::PROJECT_FILE).exists() {
+        return Err(no_project(dir));
+    }
+    Project::load_for_history(dir).map_err(usage)
 }
 
 fn config(p: &Project) -> OrchestrateConfig {
@@ -417,7 +467,7 @@ fn outcome(r: &RunReport) -> Result<(), Failure> {
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.p.project);
-    let p = project(&dir)?;
+    let p = project(&dir, &args.src)?;
     if args.detach {
         let cfg = config(&p);
         let store = open_store(&dir, &cfg).await?;
@@ -438,9 +488,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     outcome(&report)
 }
 
-pub async fn up(args: ProjectArg) -> Result<(), Failure> {
-    let dir = project_dir(&args.project);
-    let p = project(&dir)?;
+pub async fn up(args: UpArgs) -> Result<(), Failure> {
+    let dir = project_dir(&args.p.project);
+    let p = project(&dir, &args.src)?;
     let cfg = config(&p);
     let schedule =
         Schedule::parse(cfg.schedule.as_deref(), &cfg.timezone).map_err(|e| usage(anyhow!(e)))?;
@@ -501,7 +551,7 @@ pub async fn up(args: ProjectArg) -> Result<(), Failure> {
 
 pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.p.project);
-    let p = project(&dir)?;
+    let p = project(&dir, &args.src)?;
     let cfg = config(&p);
     if cfg.metadata.is_none() {
         return Err(usage(anyhow!(
@@ -536,7 +586,7 @@ pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
 
 pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.p.project);
-    let p = project(&dir)?;
+    let p = history_project(&dir)?;
     let store = open_store(&dir, &config(&p)).await?;
     say!(
         "{:>5}  {:<9}  {:<8}  {:<24}  {:<24}  {:>9}  tasks",
@@ -547,7 +597,14 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
         "started",
         "seconds"
     );
+    // With the single-process store, a run left `running` by a process that
+    // is gone is stopped (the next `weir run` resumes it), not running.
+    let nobody_runs = !store.is_shared() && !ProjectLock::is_held(&state_dir(&dir));
     for r in store.runs(args.limit).await? {
+        let state = match r.state {
+            RunState::Running if nobody_runs => "stopped",
+            s => s.as_str(),
+        };
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for t in store.tasks(r.id).await? {
             *counts.entry(t.state.as_str()).or_default() += 1;
@@ -560,7 +617,7 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
             "{:>5}  {:<9}  {:<8}  {:<24}  {:<24}  {:>9}  {}",
             r.id,
             r.kind,
-            r.state.as_str(),
+            state,
             ts(r.interval.start),
             r.started_at.map(ts).unwrap_or_default(),
             seconds,
@@ -576,7 +633,7 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
 
 pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.p.project);
-    let p = project(&dir)?;
+    let p = history_project(&dir)?;
     let store = open_store(&dir, &config(&p)).await?;
     if store.run(args.run).await?.is_none() {
         return Err(usage(anyhow!(
@@ -614,13 +671,14 @@ pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
                 .unwrap_or_default()
         );
         if let Some(e) = &a.error {
-            say!("    error: {e}");
+            say!("    error: {}", weir_config::scrub(e));
         }
-        // The log file where it ran; else the copy the store keeps.
+        // The log file where it ran; else the copy the store keeps. Logs
+        // written by an older weir may hold what is now scrubbed.
         match std::fs::read_to_string(&a.log_path) {
-            Ok(text) => say!("{}", text.trim_end()),
+            Ok(text) => say!("{}", weir_config::scrub(text.trim_end())),
             Err(_) => match &a.log_tail {
-                Some(t) => say!("{}", t.trim_end()),
+                Some(t) => say!("{}", weir_config::scrub(t.trim_end())),
                 None => say!("(no log: {} is not on this machine)", a.log_path),
             },
         }
@@ -630,7 +688,7 @@ pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
 
 pub async fn retry(args: RetryArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.p.project);
-    let p = project(&dir)?;
+    let p = project(&dir, &args.src)?;
     let cfg = config(&p);
     let store = open_store(&dir, &cfg).await?;
     let _lock = lock(&dir, &store)?;
@@ -645,6 +703,14 @@ pub async fn retry(args: RetryArgs) -> Result<(), Failure> {
         .reset_for_retry(run.id, Utc::now())
         .await
         .map_err(|e| usage(anyhow!(e)))?;
+    if n == 0 {
+        say!(
+            "run {} is {} and has no failed or skipped task to run again",
+            run.id,
+            run.state.as_str()
+        );
+        return Ok(());
+    }
     say!("run {}: {n} failed or skipped task(s) to run again", run.id);
     let t0 = Instant::now();
     // The run keeps the DAG it was created with; tasks run with today's weir.yml.
@@ -667,7 +733,7 @@ pub async fn retry(args: RetryArgs) -> Result<(), Failure> {
 
 pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
     let dir = project_dir(&args.p.project);
-    let p = project(&dir)?;
+    let p = project(&dir, &args.src)?;
     let cfg = config(&p);
     let parse = |s: &str, what: &str| {
         weir_config::parse_start_date(s).ok_or_else(|| {
@@ -677,6 +743,13 @@ pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
         })
     };
     let (from, to) = (parse(&args.from, "from")?, parse(&args.to, "to")?);
+    if from >= to {
+        return Err(usage(anyhow!(
+            "--from {} is not before --to {}: the range holds no interval",
+            args.from,
+            args.to
+        )));
+    }
     let schedule =
         Schedule::parse(cfg.schedule.as_deref(), &cfg.timezone).map_err(|e| usage(anyhow!(e)))?;
     if !matches!(schedule, Schedule::Cron { .. }) {
@@ -688,7 +761,22 @@ pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
     let _lock = lock(&dir, &store)?;
     let pipeline = Pipeline::load(p).await.map_err(usage)?;
     recover(&store, &pipeline.dag.name).await?;
-    let intervals = schedule.due(from, None, to, true);
+    let intervals = schedule.between(from, to, args.max_runs.saturating_add(1));
+    if intervals.len() > args.max_runs {
+        return Err(usage(anyhow!(
+            "{} to {} holds more than {} intervals of the schedule (each a run); narrow the range, or raise --max-runs",
+            args.from,
+            args.to,
+            args.max_runs
+        )));
+    }
+    if intervals.is_empty() {
+        return Err(usage(anyhow!(
+            "no whole interval of the schedule lies between {} and {}",
+            args.from,
+            args.to
+        )));
+    }
     say!(
         "backfill: {} interval(s) from {} to {}",
         intervals.len(),
