@@ -90,10 +90,11 @@ pub struct TaskPolicy {
     pub trigger_rule: Option<TriggerRule>,
 }
 
-/// How long an attempt may run when nothing says otherwise: long enough for
-/// any extract or model Weir is meant for, short enough that a hung
-/// connection does not block a daily pipeline for good. `timeout:` raises it.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// How long an attempt may run when nothing says otherwise: long enough
+/// for a first full extract of a large table, short enough that a hung
+/// connection does not block a daily pipeline for good. `timeout:` changes
+/// it (a timed-out attempt is retried, so it must fit the work).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// `timeout: none`: the attempt may run forever.
 pub const NO_TIMEOUT: Duration = Duration::MAX;
 

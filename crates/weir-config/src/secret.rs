@@ -238,19 +238,45 @@ fn is_secret_param(key: &str) -> bool {
         || k == "signature"
 }
 
+/// Each `key=value` that follows a `?` or `&`, with where its value is.
+fn params(raw: &str) -> Vec<(&str, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = raw[from..].find(['?', '&']).map(|i| i + from) {
+        let start = i + 1;
+        let end = raw[start..]
+            .find(['&', '#'])
+            .map_or(raw.len(), |e| e + start);
+        if let Some(eq) = raw[start..end].find('=') {
+            out.push((&raw[start..start + eq], start + eq + 1..end));
+        }
+        from = end;
+    }
+    out
+}
+
 /// `(key, value)` of every secret query parameter (`?password=…&…`).
 fn secret_params(raw: &str) -> Vec<(String, String)> {
-    let Some(q) = raw.find('?') else {
-        return Vec::new();
-    };
-    let query = &raw[q + 1..];
-    let query = query.split('#').next().unwrap_or("");
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
+    params(raw)
+        .into_iter()
         .filter(|(k, _)| is_secret_param(k))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), raw[v].to_owned()))
         .collect()
+}
+
+/// `raw` with the value of every secret query parameter replaced by `***`.
+fn redact_params(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut copied = 0;
+    for (k, v) in params(raw) {
+        if is_secret_param(k) {
+            out.push_str(&raw[copied..v.start]);
+            out.push_str(MASK);
+            copied = v.end;
+        }
+    }
+    out.push_str(&raw[copied..]);
+    out
 }
 
 /// Replace the password of a URL (and any `password=` query parameter) by
@@ -273,24 +299,9 @@ pub fn redact_url(raw: &str) -> String {
             out = format!("{}{user}:{MASK}{}", &raw[..start], &raw[at..]);
         }
     }
-    // Secret query parameters, on what is left (the query follows the host).
-    let host_at = userinfo_span(&out).map_or(0, |(_, at)| at);
-    if let Some(q) = out[host_at..].find('?').map(|q| q + host_at) {
-        let (head, query) = out.split_at(q + 1);
-        let (query, fragment) = match query.find('#') {
-            Some(h) => query.split_at(h),
-            None => (query, ""),
-        };
-        let redacted: Vec<String> = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if is_secret_param(k) => format!("{k}={MASK}"),
-                _ => kv.to_owned(),
-            })
-            .collect();
-        out = format!("{head}{}{fragment}", redacted.join("&"));
-    }
-    out
+    // Secret query parameters, wherever a `?` or `&` starts one: also when
+    // an `@` after the query hid where the user info ends.
+    redact_params(&out)
 }
 
 #[cfg(test)]
@@ -342,6 +353,15 @@ mod tests {
                 "postgres://host/db?password=***&a=1",
             ),
             ("gs://bucket/prefix", "gs://bucket/prefix"),
+            // An `@` after the query: the password parameter is still found.
+            (
+                "postgres://u@host/db?application_name=a@b&password=hunter2",
+                "postgres://u@host/db?application_name=a@b&password=***",
+            ),
+            (
+                "postgres://host/db?password=x&user=me@corp",
+                "postgres://host/db?password=***&user=me@corp",
+            ),
         ] {
             assert_eq!(redact_url(raw), shown, "{raw}");
             let url = SecretUrl::new(raw);

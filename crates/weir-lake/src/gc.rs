@@ -49,6 +49,9 @@ pub struct GcPlan {
     pub remove: Vec<Removal>,
     /// Committed runs kept.
     pub kept: usize,
+    /// Paths manifests name outside their run's folder: never removed
+    /// (a manifest is data; it does not decide what else is deleted).
+    pub refused: Vec<String>,
 }
 
 impl GcPlan {
@@ -150,8 +153,13 @@ pub async fn plan(lake: &Lake, opts: &GcOptions, now: DateTime<Utc>) -> Result<G
         let mut named: BTreeSet<String> = BTreeSet::new();
         for t in &m.tables {
             for f in &t.files {
-                named.insert(f.path.clone());
-                bytes += f.bytes;
+                match lake.check_run_file(&t.name, &r.run_id, &f.path) {
+                    Ok(()) => {
+                        named.insert(f.path.clone());
+                        bytes += f.bytes;
+                    }
+                    Err(e) => plan.refused.push(e.to_string()),
+                }
             }
         }
         objs.extend(named);

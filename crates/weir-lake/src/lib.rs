@@ -90,16 +90,27 @@ fn store_transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
     match e {
         E::Generic { source, .. } => {
-            // A local folder's errors are I/O errors: a full disk or a
-            // missing permission will not pass by itself.
-            !source.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::PermissionDenied
-                        | std::io::ErrorKind::StorageFull
-                        | std::io::ErrorKind::ReadOnlyFilesystem
-                )
-            })
+            // A local folder's errors are I/O errors (under object_store's
+            // own): a full disk or a missing permission will not pass by
+            // itself; a remote store's are HTTP failures object_store has
+            // already retried.
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(err) = cur {
+                if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                    use std::io::ErrorKind as K;
+                    return !matches!(
+                        io.kind(),
+                        K::PermissionDenied
+                            | K::StorageFull
+                            | K::ReadOnlyFilesystem
+                            | K::NotFound
+                            | K::QuotaExceeded
+                            | K::FileTooLarge
+                    );
+                }
+                cur = err.source();
+            }
+            true
         }
         E::JoinError { .. } => true,
         _ => false,

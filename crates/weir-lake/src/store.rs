@@ -32,8 +32,8 @@ impl std::fmt::Debug for Lake {
 
 /// A run id: its start time to the microsecond, then random hex so that
 /// two processes starting in the same microsecond still differ:
-/// `20261125T120000.123456Z-1a2b3c`. Ids sort by start time; which run is the
-/// *latest* is decided by commit order (see [`Lake::list_runs`]).
+/// `20261125T120000.123456Z-1a2b3c`. Ids sort by start time, which decides
+/// the latest run (see [`Lake::list_runs`]).
 pub fn new_run_id() -> String {
     let now = chrono::Utc::now();
     let mut h = std::hash::DefaultHasher::new();
@@ -207,15 +207,18 @@ impl Lake {
         }
     }
 
-    /// Committed run ids, in the order they were committed (oldest first),
-    /// so `last()` is the latest. The manifest's write time decides; runs
-    /// committed within the store's clock resolution are ordered by id
-    /// (their start time).
+    /// Committed run ids, oldest first, so `last()` is the latest: the
+    /// committed run that started last, to the microsecond (its id), which
+    /// holds the newest snapshot of the source. Not the manifest's
+    /// modification time: copying a lake (`gsutil cp`, `aws s3 sync`,
+    /// `cp -r`) resets those, and a slow run that commits after a later one
+    /// holds older data.
     pub async fn list_runs(&self) -> Result<Vec<String>, LakeError> {
         Ok(self.runs().await?.into_iter().map(|r| r.run_id).collect())
     }
 
-    /// Committed runs with their commit times, oldest commit first.
+    /// Committed runs with their commit times, in the order of
+    /// [`Lake::list_runs`].
     pub async fn runs(&self) -> Result<Vec<RunEntry>, LakeError> {
         let prefix = self.under_root(&format!("{}/_manifests", self.project));
         let metas: Vec<_> = self
@@ -241,11 +244,7 @@ impl Lake {
                 })
             })
             .collect();
-        runs.sort_by(|a, b| {
-            a.committed_at
-                .cmp(&b.committed_at)
-                .then_with(|| a.run_id.cmp(&b.run_id))
-        });
+        runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         Ok(runs)
     }
 

@@ -130,3 +130,36 @@ async fn gc_keeps_the_last_runs_of_each_table_and_what_is_in_use() {
         .unwrap();
     assert!(again.remove.is_empty(), "{again:?}");
 }
+
+/// A manifest is data: one that names files outside its run's folder does
+/// not make gc remove them.
+#[tokio::test]
+async fn gc_never_removes_what_a_manifest_names_outside_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open("file://./lake", dir.path(), "p").unwrap();
+    commit(&lake, "r1", &["orders"]).await;
+    commit(&lake, "r2", &["orders"]).await;
+    // r1's manifest now also names r2's file.
+    let mut m = lake.read_manifest("r1").await.unwrap();
+    let stolen = lake.part_path("orders", "r2", 0, "json");
+    m.tables[0].files.push(FileEntry {
+        path: stolen.clone(),
+        rows: 1,
+        bytes: 8,
+    });
+    lake.write_manifest(&m).await.unwrap();
+    let opts = GcOptions {
+        keep: 1,
+        orphan_age: chrono::Duration::hours(1),
+        in_use: BTreeSet::new(),
+    };
+    let plan = gc::plan(&lake, &opts, chrono::Utc::now()).await.unwrap();
+    assert_eq!(ids(&plan, "committed"), BTreeSet::from(["r1".to_owned()]));
+    assert_eq!(plan.refused.len(), 1, "{plan:?}");
+    gc::apply(&lake, &plan).await.unwrap();
+    assert!(
+        lake.local_file(&stolen).unwrap().exists(),
+        "r2's file stays"
+    );
+    assert_eq!(lake.list_runs().await.unwrap(), ["r2"]);
+}

@@ -429,9 +429,12 @@ impl PipelineRunner {
                     let mut slot = cell.lock().await;
                     let idle = match slot.as_ref() {
                         None => return,
-                        // Only the slot holds it, and nobody asked for a while.
+                        // Only the slot holds it, nothing started through it
+                        // is still running, and nobody asked for a while.
                         Some((wh, used)) => {
-                            Arc::strong_count(wh) == 1 && used.elapsed() >= DUCKDB_IDLE_CLOSE
+                            Arc::strong_count(wh) == 1
+                                && !wh.in_use()
+                                && used.elapsed() >= DUCKDB_IDLE_CLOSE
                         }
                     };
                     if idle {
@@ -529,20 +532,24 @@ impl PipelineRunner {
                 .find(|t| &t.name == table)
                 .map(|t| t.cast_to_text.clone())
                 .unwrap_or_default();
+            // A table that is missing (or names a missing column) fails its
+            // own extract task; the others go on.
             match weir_source::describe(snapshot.client(), &src.schema, table, &cast).await {
-                Ok(_) => {}
-                Err(
-                    e @ (weir_source::SourceError::UnsupportedType { .. }
-                    | weir_source::SourceError::NoSuchColumn { .. }
-                    | weir_source::SourceError::NoSuchTable { .. }),
-                ) => problems.push(e.to_string()),
+                Err(e @ weir_source::SourceError::UnsupportedType { .. }) => {
+                    problems.push(e.to_string())
+                }
+                Ok(_)
+                | Err(
+                    weir_source::SourceError::NoSuchColumn { .. }
+                    | weir_source::SourceError::NoSuchTable { .. },
+                ) => {}
                 Err(e) => return Err(TaskError::classify(&e)),
             }
         }
         if !problems.is_empty() {
             snapshot.release().await;
             return Err(TaskError::permanent(format!(
-                "{} source table(s) cannot be extracted:\n  {}",
+                "{} source table(s) have columns without an Arrow type:\n  {}",
                 problems.len(),
                 problems.join("\n  ")
             )));
@@ -740,7 +747,7 @@ impl PipelineRunner {
         let schemas =
             weir_transform::prepare(&dbt, wh.as_ref(), Command::Build, &Selector::default())
                 .await
-                .map_err(|e| TaskError::from_message(e.to_string()))?;
+                .map_err(|e| TaskError::classify(&e))?;
         ctx.log.line(&format!("schemas: {}", schemas.join(", ")));
         Ok(TaskOutput {
             message: format!("{} schema(s)", schemas.len()),
@@ -768,20 +775,35 @@ impl PipelineRunner {
             ));
         };
         let s = tokio::select! {
-            r = weir_transform::execute(dbt.clone(), wh, &opts, &report) => r.map_err(|e| TaskError::from_message(e.to_string()))?,
+            r = weir_transform::execute(dbt.clone(), wh, &opts, &report) => r.map_err(|e| TaskError::classify(&e))?,
             () = ctx.cancel.cancelled() => return Err(cancelled()),
         };
         if s.failed() {
-            let first = s
+            let failed: Vec<&weir_transform::NodeResult> = s
                 .results
                 .iter()
-                .find(|r| matches!(r.status, Status::Error | Status::Fail))
-                .map(|r| format!("{}: {}", r.unique_id, r.message))
-                .unwrap_or_default();
-            return Err(TaskError::from_message(format!(
-                "{} node(s) failed; first: {first}",
-                s.count(Status::Error) + s.count(Status::Fail)
-            )));
+                .filter(|r| matches!(r.status, Status::Error | Status::Fail))
+                .collect();
+            let message = format!(
+                "{} node(s) failed; first: {}",
+                failed.len(),
+                failed
+                    .first()
+                    .map(|r| format!("{}: {}", r.unique_id, r.message))
+                    .unwrap_or_default()
+            );
+            // Worth another try only when every failure was a transient
+            // warehouse error (a dropped connection, a serialization failure).
+            let all_transient = failed.iter().all(|r| {
+                r.error
+                    .as_ref()
+                    .is_some_and(|e| TaskError::classify(e.as_ref()).kind.retryable())
+            });
+            return Err(if all_transient {
+                TaskError::transient(message)
+            } else {
+                TaskError::permanent(message)
+            });
         }
         Ok(TaskOutput {
             message: format!("{} nodes", s.results.len()),
@@ -881,15 +903,28 @@ impl PipelineRunner {
     }
 }
 
-/// Copy a command's output into its attempt's log as it comes.
+/// Copy a command's output into its attempt's log as it comes, whole lines
+/// at a time: a character (or a secret to scrub) split between two reads is
+/// written whole. A line longer than 64 KiB is written in pieces.
 async fn pump(r: Option<impl tokio::io::AsyncRead + Unpin>, log: crate::worker::TaskLog) {
     let Some(mut r) = r else { return };
     let mut buf = vec![0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        log.raw(&buf[..n]);
+        pending.extend_from_slice(&buf[..n]);
+        let cut = match pending.iter().rposition(|b| *b == b'\n') {
+            Some(nl) => nl + 1,
+            None if pending.len() > 64 * 1024 => pending.len(),
+            None => continue,
+        };
+        log.raw(&pending[..cut]);
+        pending.drain(..cut);
+    }
+    if !pending.is_empty() {
+        log.raw(&pending);
     }
 }
 
@@ -916,27 +951,35 @@ pub fn state_dir(project_dir: &Path) -> PathBuf {
     project_dir.join(".weir")
 }
 
-/// The lake runs an unfinished run of `dag` has extracted and may still
-/// load: `weir lake gc` must keep them.
+/// The lake runs a pipeline run of `dag` extracted and has not loaded yet:
+/// its run is still going, or failed and may be retried (`weir retry` loads
+/// exactly the run its extract wrote). `weir lake gc` must keep them.
 pub async fn lake_runs_in_use(
     store: &Store,
     dag: &str,
 ) -> Result<BTreeSet<String>, crate::store::StoreError> {
     let mut out = BTreeSet::new();
-    for state in [
-        crate::store::RunState::Running,
-        crate::store::RunState::Queued,
-    ] {
-        for run in store.runs_in_state(dag, state).await? {
-            for t in store.tasks(run.id).await? {
-                if let Some(r) = t
-                    .output
-                    .as_ref()
-                    .and_then(|o| o.get("lake_run"))
-                    .and_then(|r| r.as_str())
-                {
-                    out.insert(r.to_owned());
-                }
+    for run in store.runs(100_000).await? {
+        if run.dag != dag || run.state == crate::store::RunState::Success {
+            continue;
+        }
+        let tasks = store.tasks(run.id).await?;
+        let loaded = |table: &str| {
+            tasks.iter().any(|t| {
+                t.task_id == format!("load.{table}") && t.state == crate::store::TaskState::Success
+            })
+        };
+        for t in &tasks {
+            let Some(table) = t.task_id.strip_prefix("extract.") else {
+                continue;
+            };
+            let lake_run = t
+                .output
+                .as_ref()
+                .and_then(|o| o.get("lake_run"))
+                .and_then(|r| r.as_str());
+            if let Some(r) = lake_run.filter(|_| !loaded(table)) {
+                out.insert(r.to_owned());
             }
         }
     }

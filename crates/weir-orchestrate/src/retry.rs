@@ -86,7 +86,11 @@ impl TaskError {
 
 /// `Some(transient)` when `err` is of a type that knows whether it is.
 fn transient_by_type(err: &(dyn std::error::Error + 'static)) -> Option<bool> {
-    if let Some(w) = err.downcast_ref::<weir_warehouse::WarehouseError>() {
+    // Shared (`Arc`) warehouse errors, as transform results keep them.
+    let shared = err
+        .downcast_ref::<std::sync::Arc<weir_warehouse::WarehouseError>>()
+        .map(|a| a.as_ref());
+    if let Some(w) = shared.or_else(|| err.downcast_ref::<weir_warehouse::WarehouseError>()) {
         // Errors of the lake beneath a load say so through their cause.
         if !matches!(w, weir_warehouse::WarehouseError::Lake(_)) {
             return Some(w.is_transient());
@@ -243,11 +247,13 @@ mod tests {
         let bq = weir_warehouse::WarehouseError::BigQuery {
             message: "quota".into(),
             status: Some(429),
+            transient: true,
         };
         assert_eq!(TaskError::classify(&bq).kind, ErrorKind::Transient);
         let bad = weir_warehouse::WarehouseError::BigQuery {
             message: "no such table".into(),
             status: Some(404),
+            transient: false,
         };
         assert_eq!(TaskError::classify(&bad).kind, ErrorKind::Permanent);
         assert!(ErrorKind::Timeout.retryable());

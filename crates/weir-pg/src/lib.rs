@@ -139,7 +139,7 @@ pub fn io_transient(io: &std::io::Error) -> bool {
             | K::NetworkUnreachable
             | K::AddrNotAvailable
             | K::Interrupted
-    ) || io.raw_os_error() == Some(11) // EAGAIN: the resolver was busy
+    )
 }
 
 /// What the server said (message, detail, hint) when it said something;
@@ -160,11 +160,35 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A URL whose user name or password holds `@ / ? #` unescaped is read by
+/// the driver differently from how it looks (it would connect to a host
+/// named after part of the password): say so, without echoing it.
+fn unescaped_userinfo(raw: &str) -> Option<String> {
+    let start = raw.find("://")? + 3;
+    let at = raw[start..].rfind('@')? + start;
+    let info = &raw[start..at];
+    let (c, esc) = [('@', "%40"), ('/', "%2F"), ('?', "%3F"), ('#', "%23")]
+        .into_iter()
+        .find(|(c, _)| info.contains(*c))?;
+    Some(format!(
+        "the user name or password in the URL holds an unescaped `{c}`; write it as `{esc}`"
+    ))
+}
+
 /// Connect to `url`; the connection's driver task runs on the current
 /// runtime. `what` names the database for errors (`the source`, `the
 /// warehouse`, `the metadata database`).
 pub async fn connect(url: &SecretUrl, what: &str) -> Result<Client, PgError> {
     let context = format!("cannot connect to {what} {}", url.redacted());
+    if let Some(message) = unescaped_userinfo(url.expose()) {
+        return Err(PgError {
+            context,
+            message,
+            code: None,
+            timed_out: false,
+            source: None,
+        });
+    }
     let mut config: Config = url
         .expose()
         .parse()
@@ -184,9 +208,12 @@ pub async fn connect(url: &SecretUrl, what: &str) -> Result<Client, PgError> {
     if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
         config.keepalives_idle(DEFAULT_KEEPALIVES_IDLE);
     }
-    // The driver's own timeout covers each TCP connect; this one also covers
-    // the startup handshake, which a server that accepted TCP may never answer.
-    let connected = tokio::time::timeout(timeout, config.connect(NoTls)).await;
+    // The driver's own timeout covers each TCP connect, one host after the
+    // other; this one bounds the whole, startup handshake included (a server
+    // that accepted TCP may never answer), leaving each host its time.
+    let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let overall = timeout.saturating_mul(hosts.saturating_add(1));
+    let connected = tokio::time::timeout(overall, config.connect(NoTls)).await;
     let (client, connection) = match connected {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Err(PgError::new(context, e)),
@@ -194,7 +221,8 @@ pub async fn connect(url: &SecretUrl, what: &str) -> Result<Client, PgError> {
             return Err(PgError {
                 context,
                 message: format!(
-                    "no answer within {} s (set `connect_timeout` in the URL to wait longer)",
+                    "no answer within {} s (`connect_timeout` is {} s per host; set it in the URL to wait longer)",
+                    overall.as_secs_f64(),
                     timeout.as_secs_f64()
                 ),
                 code: None,
@@ -283,7 +311,7 @@ mod tests {
         .unwrap_err();
         assert!(e.timed_out, "{e}");
         assert!(e.is_transient());
-        assert!(e.to_string().contains("no answer within 1 s"), "{e}");
+        assert!(e.to_string().contains("no answer within 2 s"), "{e}");
         // The timeout bounds the whole handshake; generous against a busy machine.
         assert!(t0.elapsed() < Duration::from_secs(20));
         drop(listener);
@@ -313,6 +341,10 @@ mod tests {
         );
         assert!(
             shown.starts_with("cannot connect to the source postgres://u:***@host/db"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("unescaped `@`; write it as `%40`"),
             "{shown}"
         );
         assert!(!e.is_transient());

@@ -65,7 +65,16 @@ fn shared_home(data: &Path) -> Result<PathBuf, SourceError> {
         message: e.to_string(),
     };
     std::fs::create_dir_all(&base).map_err(io)?;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // /var/tmp is everyone's: the folder must be root's own, not a link
+    // someone else planted, or its contents are theirs to choose.
+    let meta = std::fs::symlink_metadata(&base).map_err(io)?;
+    if !meta.is_dir() || meta.uid() != 0 {
+        return Err(SourceError::Config(format!(
+            "{} is not a folder owned by root; remove it (someone else made it) and run the demo again",
+            base.display()
+        )));
+    }
     // Others may pass through to their own cluster folders, no more.
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711)).map_err(io)?;
     // FNV-1a of the path: stable across runs and builds, so the demo finds
@@ -76,6 +85,16 @@ fn shared_home(data: &Path) -> Result<PathBuf, SourceError> {
     }
     let dir = base.join(format!("{h:016x}"));
     std::fs::create_dir_all(&dir).map_err(io)?;
+    if std::fs::symlink_metadata(&dir)
+        .map_err(io)?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(SourceError::Config(format!(
+            "{} is a link, not a folder",
+            dir.display()
+        )));
+    }
     Ok(dir)
 }
 

@@ -336,6 +336,13 @@ pub async fn load_csv_file(
                 let mut inf = vec![Inference::new(); head.len()];
                 for rec in rdr.records() {
                     let rec = rec.map_err(|e| csv_error(path, &lines, &e))?;
+                    // Keep the line index to the bytes not yet passed.
+                    if let Some(p) = rec.position() {
+                        lines
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .line_at(p.byte());
+                    }
                     for (i, v) in rec.iter().enumerate().take(head.len()) {
                         inf[i].see(v);
                     }

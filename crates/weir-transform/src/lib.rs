@@ -87,6 +87,13 @@ pub enum TransformError {
     Cycle { path: Vec<String> },
     #[error("{message}")]
     Selection { message: String },
+    /// The warehouse refused what the run needs before any node (a schema).
+    #[error("{context}: {source}")]
+    Warehouse {
+        context: String,
+        #[source]
+        source: std::sync::Arc<weir_warehouse::WarehouseError>,
+    },
     /// Weir did something wrong, not the project.
     #[error("bug in Weir, please report it: {message}")]
     Bug { message: String },

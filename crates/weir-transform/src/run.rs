@@ -461,8 +461,9 @@ async fn create_schemas(
     for schema in &schemas {
         wh.ensure_schema(schema)
             .await
-            .map_err(|e| TransformError::Selection {
-                message: format!("cannot create schema {schema}: {e}"),
+            .map_err(|e| TransformError::Warehouse {
+                context: format!("cannot create schema {schema}"),
+                source: std::sync::Arc::new(e),
             })?;
     }
     Ok(schemas.into_iter().map(str::to_owned).collect())

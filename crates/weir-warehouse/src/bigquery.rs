@@ -51,14 +51,39 @@ fn bq_err(message: impl Into<String>) -> WarehouseError {
     WarehouseError::BigQuery {
         message: message.into(),
         status: None,
+        transient: false,
     }
 }
 
-/// A response BigQuery refused, with its status (429 and 5xx are transient).
-fn http_err(status: u16, message: impl Into<String>) -> WarehouseError {
+/// BigQuery's error reasons that say "try again later".
+fn transient_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "rateLimitExceeded" | "backendError" | "internalError"
+    )
+}
+
+/// A response BigQuery refused, with its status: 408, 429 and 5xx, and the
+/// reasons BigQuery documents as retryable, are transient.
+fn http_err(status: u16, body: &Value, message: impl Into<String>) -> WarehouseError {
+    let reason_says = body["error"]["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["reason"].as_str().is_some_and(transient_reason));
     WarehouseError::BigQuery {
         message: message.into(),
         status: Some(status),
+        transient: status == 408 || status == 429 || (500..600).contains(&status) || reason_says,
+    }
+}
+
+/// A request that got no answer, or whose answer could not be read.
+fn net_err(path: &str, e: reqwest::Error) -> WarehouseError {
+    WarehouseError::BigQuery {
+        transient: e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
+        status: e.status().map(|s| s.as_u16()),
+        message: format!("{path}: {}", e.without_url()),
     }
 }
 
@@ -139,15 +164,9 @@ impl BigQuery {
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| bq_err(format!("{path}: {}", e.without_url())))?;
+        let resp = req.send().await.map_err(|e| net_err(path, e))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| bq_err(format!("{path}: {}", e.without_url())))?;
+        let text = resp.text().await.map_err(|e| net_err(path, e))?;
         let value: Value = if text.is_empty() {
             Value::Null
         } else {
@@ -169,6 +188,7 @@ impl BigQuery {
         } else {
             Err(http_err(
                 status,
+                &v,
                 format!("{path}: HTTP {status}: {}", error_message(&v)),
             ))
         }
@@ -268,6 +288,16 @@ fn load_outcome(job: &Value, format: LakeFormat, budget: u64, table: &str) -> Re
             .take(3)
             .map(|r| format!("; {}", r.reason))
             .collect();
+        if fatal["reason"].as_str().is_some_and(transient_reason) {
+            return Err(WarehouseError::BigQuery {
+                message: format!(
+                    "table {table}: load job failed: {}",
+                    fatal["message"].as_str().unwrap_or("")
+                ),
+                status: None,
+                transient: true,
+            });
+        }
         return Err(WarehouseError::Load {
             table: table.to_owned(),
             message: format!(
@@ -363,6 +393,7 @@ impl Warehouse for BigQuery {
             200..=299 | 409 => Ok(()),
             _ => Err(http_err(
                 status,
+                &v,
                 format!(
                     "creating dataset {schema}: HTTP {status}: {}",
                     error_message(&v)
@@ -500,6 +531,7 @@ impl Warehouse for BigQuery {
         if !(200..300).contains(&status) {
             return Err(http_err(
                 status,
+                &v,
                 format!(
                     "looking up {schema}.{name}: HTTP {status}: {}",
                     error_message(&v)
@@ -522,6 +554,7 @@ impl Warehouse for BigQuery {
         if !(200..300).contains(&status) {
             return Err(http_err(
                 status,
+                &v,
                 format!(
                     "describing {schema}.{name}: HTTP {status}: {}",
                     error_message(&v)
@@ -635,6 +668,7 @@ impl Warehouse for BigQuery {
             200..=299 | 404 => Ok(()),
             _ => Err(http_err(
                 status,
+                &v,
                 format!(
                     "dropping {schema}.{name}: HTTP {status}: {}",
                     error_message(&v)
@@ -647,6 +681,20 @@ impl Warehouse for BigQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Retried or not by what BigQuery says, not by its words: statuses and
+    /// the documented error reasons.
+    #[test]
+    fn retryable_responses_are_transient() {
+        let body =
+            |reason: &str| json!({ "error": { "errors": [{ "reason": reason }], "message": "m" } });
+        assert!(http_err(503, &body("backendError"), "x").is_transient());
+        assert!(http_err(429, &Value::Null, "x").is_transient());
+        assert!(http_err(403, &body("rateLimitExceeded"), "x").is_transient());
+        assert!(!http_err(403, &body("accessDenied"), "x").is_transient());
+        assert!(!http_err(404, &body("notFound"), "x").is_transient());
+        assert!(!bq_err("x").is_transient());
+    }
 
     /// A finished load job shaped as BigQuery's `jobs.get` documents it
     /// (`JobStatus.errors`, `JobStatistics3.badRecords`); bqemulator does not

@@ -27,6 +27,28 @@ use crate::{
 pub struct DuckDb {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Connections cloned for work that has not ended yet (a statement whose
+    /// caller stopped waiting runs on until its interrupt lands).
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A connection cloned for one piece of work, counted while it lives.
+struct Live {
+    conn: Connection,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::ops::Deref for Live {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn sql_err(sql: &str, e: impl std::fmt::Display) -> WarehouseError {
@@ -163,6 +185,7 @@ impl DuckDb {
         Ok(DuckDb {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
+            live: Arc::default(),
         })
     }
 
@@ -170,14 +193,20 @@ impl DuckDb {
         &self.path
     }
 
-    /// A new connection to the same database (its own transactions).
-    fn connection(&self) -> Result<Connection> {
+    /// A new connection to the same database (its own transactions),
+    /// counted until it is dropped.
+    fn connection(&self) -> Result<Live> {
         let base = self.conn.lock().map_err(|_| {
             WarehouseError::Bug("a DuckDB call panicked while holding the connection".into())
         })?;
-        base.try_clone().map_err(|e| WarehouseError::Connection {
+        let conn = base.try_clone().map_err(|e| WarehouseError::Connection {
             message: e.to_string(),
             transient: false,
+        })?;
+        self.live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Live {
+            conn,
+            count: self.live.clone(),
         })
     }
 
@@ -501,6 +530,10 @@ impl Warehouse for DuckDb {
             rejected: report.rejected,
             rejected_count: report.rejected_count,
         })
+    }
+
+    fn in_use(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     async fn execute_atomic(&self, statements: &[String]) -> Result<()> {

@@ -46,7 +46,7 @@ pub enum WarehouseError {
     },
     /// Another process holds the DuckDB file: one writer, or any number of
     /// readers, at a time. Transient: readers come and go.
-    #[error("cannot open the warehouse {target}: the file is in use by {holder} (DuckDB allows one writing process at a time; read it while Weir runs with `weir query`, which opens it read-only only for its query)")]
+    #[error("cannot open the warehouse {target}: the file is in use by {holder} (DuckDB lets one process write it, or any number read it, at a time; it is free again when that process closes it)")]
     Locked { target: String, holder: String },
     /// A statement the warehouse refused.
     #[error("{message}{}\n  in: {sql}", code.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
@@ -100,6 +100,10 @@ pub enum WarehouseError {
         message: String,
         /// The HTTP status of the response that failed, if there was one.
         status: Option<u16>,
+        /// Trying again can help: HTTP 408, 429 or 5xx, BigQuery's own
+        /// `rateLimitExceeded`/`backendError`/`internalError`, or the request
+        /// never got an answer (connection, timeout).
+        transient: bool,
     },
     /// A bug in Weir, not in the user's data or settings.
     #[error("internal error (a bug in Weir, please report it): {0}")]
@@ -118,9 +122,7 @@ impl WarehouseError {
             | WarehouseError::Sql { transient, .. }
             | WarehouseError::Connection { transient, .. } => *transient,
             WarehouseError::Locked { .. } => true,
-            WarehouseError::BigQuery { status, .. } => {
-                status.is_some_and(|s| s == 408 || s == 429 || (500..600).contains(&s))
-            }
+            WarehouseError::BigQuery { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -345,6 +347,14 @@ pub trait Warehouse: Send + Sync {
         }))
     }
 
+    /// Whether work started through this handle is still running: a
+    /// statement whose caller stopped waiting may still be finishing. A
+    /// handle in use must not be closed and reopened (DuckDB's file lock does
+    /// not keep two handles of one process apart).
+    fn in_use(&self) -> bool {
+        false
+    }
+
     /// Drop a table if it exists.
     async fn drop_table(&self, schema: &str, name: &str) -> Result<()> {
         let d = self.dialect();
@@ -383,7 +393,11 @@ pub async fn open_with(
             } else {
                 project_dir.join(path)
             };
-            Box::new(DuckDb::open_with(&path, access)?)
+            // Opening may wait for another process's lock: not on the runtime.
+            let db = tokio::task::spawn_blocking(move || DuckDb::open_with(&path, access))
+                .await
+                .map_err(|e| WarehouseError::Bug(format!("opening DuckDB: {e}")))??;
+            Box::new(db)
         }
         WarehouseTarget::Postgres { url } => {
             Box::new(Postgres::connect_with(url, access == Access::ReadOnly).await?)

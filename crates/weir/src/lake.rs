@@ -105,6 +105,9 @@ pub async fn run(cmd: LakeCommand) -> Result<(), Failure> {
             if opts.in_use.is_empty() { String::new() } else { format!(", and {} an unfinished pipeline run needs", opts.in_use.len()) }
         );
     }
+    for r in &plan.refused {
+        say!("left alone: {r}");
+    }
     if args.apply {
         gc::apply(&lake, &plan).await?;
     } else if !args.json && !plan.remove.is_empty() {

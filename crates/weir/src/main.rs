@@ -4,11 +4,15 @@
 //! lives here; only this crate knows clap.
 
 /// `println!` that ignores a closed stdout (`weir … | head`): the work goes on
-/// to the end and only the output stops, where `println!` would panic.
+/// to the end and only the output stops, where `println!` would panic. Every
+/// message goes through `weir_config::scrub`, whatever built it (a task's
+/// error may quote a command line with a URL in it). Query results are not
+/// messages: they are written as they are.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let line = format!($($arg)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", weir_config::scrub(&line));
     }};
 }
 

@@ -171,10 +171,12 @@ fn from_profiles(args: &TransformArgs) -> Result<Resolved, Failure> {
             String::new(),
         ),
         "postgres" => {
+            // profiles.yml holds the password as it is: escaped into the URL,
+            // so `@ / : #` in it stay part of it.
             let url = format!(
                 "postgres://{}:{}@{}:{}/{}",
-                s("user").unwrap_or_default(),
-                s("password").or(s("pass")).unwrap_or_default(),
+                escape_userinfo(&s("user").unwrap_or_default()),
+                escape_userinfo(&s("password").or(s("pass")).unwrap_or_default()),
                 s("host").unwrap_or_else(|| "localhost".to_owned()),
                 s("port").unwrap_or_else(|| "5432".to_owned()),
                 s("dbname").or(s("database")).unwrap_or_default()
@@ -337,4 +339,17 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
         .into());
     }
     Ok(())
+}
+
+/// Percent-encode what a URL's user info cannot hold as it is.
+fn escape_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -264,7 +264,13 @@ async fn a_source_that_restarts_is_retried_not_failed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Down until `start` has failed for it at least once.
+    let failed_start =
+        |a: &weir_orchestrate::store::AttemptRow| a.task_id == "start" && a.state == "failed";
+    assert!(
+        attempt_seen(dir.path(), failed_start).await,
+        "start never met the stopped source"
+    );
     let cluster =
         weir_source::cluster::PrivateCluster::start_on(&dir.path().join("pg"), Some(port)).unwrap();
     // Once `slow` runs, the server terminates its backend (57P01); its
@@ -332,6 +338,30 @@ async fn a_source_that_restarts_is_retried_not_failed() {
     remove_cluster(&dir.path().join("pg"));
 }
 
+/// Whether an attempt of run 1 (or any later run) for which `pred` holds
+/// shows up in the project's history within a minute.
+async fn attempt_seen(
+    dir: &Path,
+    pred: impl Fn(&weir_orchestrate::store::AttemptRow) -> bool,
+) -> bool {
+    let t0 = Instant::now();
+    let db = dir.join(".weir/metadata.db");
+    while t0.elapsed() < Duration::from_secs(60) {
+        if db.exists() {
+            if let Ok(store) = Store::open_sqlite(&db) {
+                for run in store.runs(10).await.unwrap_or_default() {
+                    let attempts = store.attempts(run.id, None).await.unwrap_or_default();
+                    if attempts.iter().any(&pred) {
+                        return true;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Run `sql` (one boolean per row) every 300 ms until a row is true,
 /// within a minute.
 async fn sql_until(url: &str, sql: &str) -> bool {
@@ -376,7 +406,16 @@ async fn a_reader_holding_the_warehouse_delays_the_run_instead_of_failing_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(8));
+    // Held until an attempt has met the reader.
+    let met = |a: &weir_orchestrate::store::AttemptRow| {
+        a.error
+            .as_deref()
+            .is_some_and(|e| e.contains("is in use by PID"))
+    };
+    assert!(
+        attempt_seen(dir.path(), met).await,
+        "no attempt met the reader"
+    );
     drop(reader);
     let status = child.wait().unwrap();
     let mut out = String::new();
@@ -525,7 +564,7 @@ async fn unsupported_column_types_are_reported_all_at_once() {
     assert_eq!(out.status.code(), Some(1));
     let logs = text(&weir(&["logs", "1", "start"], dir.path()));
     for want in [
-        "2 source table(s) cannot be extracted",
+        "2 source table(s) have columns without an Arrow type",
         "public.a: columns without an Arrow mapping (p point, q polygon)",
         "public.b: 1 column without an Arrow mapping (r tsvector)",
     ] {
@@ -565,7 +604,7 @@ async fn retry_lock_messages_stopped_runs_and_plain_logs() {
     // A run that is stopped mid-way, then seen while nobody runs it.
     std::fs::write(
         dir.path().join("weir.yml"),
-        "name: s\norchestrate:\n  tasks:\n    - { name: nap, shell: \"sleep 30\" }\n",
+        "name: s\norchestrate:\n  tasks:\n    - { name: nap, shell: \"sleep 31\" }\n",
     )
     .unwrap();
     let mut child = weir_cmd(&["run", "--new"], dir.path())
@@ -573,7 +612,18 @@ async fn retry_lock_messages_stopped_runs_and_plain_logs() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let lock = dir.path().join(".weir/lock");
+    let mine = format!("pid {},", child.id());
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|l| l.starts_with(&mine)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let napping = |a: &weir_orchestrate::store::AttemptRow| a.task_id == "nap";
+    assert!(attempt_seen(dir.path(), napping).await);
     let busy = weir(&["run"], dir.path());
     assert_eq!(busy.status.code(), Some(2), "{}", text(&busy));
     assert!(
@@ -589,6 +639,10 @@ async fn retry_lock_messages_stopped_runs_and_plain_logs() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    // Its `sleep` has a process group of its own and outlives it.
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 31"])
+        .status();
     let runs = text(&weir(&["runs"], dir.path()));
     assert!(
         runs.lines()
@@ -659,4 +713,64 @@ async fn lake_gc_removes_old_runs_only_when_asked() {
         "the latest run still loads: {}",
         text(&out)
     );
+}
+
+/// D.16: `weir up` keeps the warehouse open only while tasks use it, so a
+/// reader gets in between runs without stopping it.
+#[tokio::test]
+async fn weir_up_lets_readers_in_between_runs() {
+    let (_db, dir) = olist_project("0.005", "").await;
+    let mut up = weir_cmd(&["up"], dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join(".weir/lock");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|l| l.starts_with(&format!("pid {},", up.id())))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "weir up never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = weir(&["run", "--detach"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let store = Store::open_sqlite(&dir.path().join(".weir/metadata.db")).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let run = store.run(1).await.unwrap().unwrap();
+        if run.state.is_done() {
+            assert_eq!(run.state, weir_orchestrate::store::RunState::Success);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the run did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Within a few seconds of the run's end the file is free for a reader,
+    // while `weir up` goes on.
+    let t0 = Instant::now();
+    let read = loop {
+        let out = weir(
+            &[
+                "query",
+                "--format",
+                "csv",
+                "SELECT count(*) AS n FROM final.fct_orders_by_state",
+            ],
+            dir.path(),
+        );
+        if out.status.success() || t0.elapsed() > Duration::from_secs(30) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(read.status.success(), "{}", text(&read));
+    assert!(up.try_wait().unwrap().is_none(), "weir up is still running");
+    up.kill().unwrap();
+    up.wait().unwrap();
 }
