@@ -85,20 +85,20 @@ fn run_of(rel: &str, project: &str) -> Option<(String, String)> {
 /// Decide what to remove, reading only the manifests and one listing.
 pub async fn plan(lake: &Lake, opts: &GcOptions, now: DateTime<Utc>) -> Result<GcPlan, LakeError> {
     let keep = opts.keep.max(1);
-    let runs = lake.runs().await?;
+    let runs = lake.list_runs().await?;
     // Per table, its committed runs newest first; a run stays if it is
     // within `keep` for any of its tables.
     let mut manifests = BTreeMap::new();
     let mut per_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in runs.iter().rev() {
-        let m = lake.read_manifest(&r.run_id).await?;
+    for id in runs.iter().rev() {
+        let m = lake.read_manifest(id).await?;
         for t in &m.tables {
             per_table
                 .entry(t.name.clone())
                 .or_default()
-                .push(r.run_id.clone());
+                .push(id.clone());
         }
-        manifests.insert(r.run_id.clone(), m);
+        manifests.insert(id.clone(), m);
     }
     let mut kept: BTreeSet<&str> = opts.in_use.iter().map(String::as_str).collect();
     for ids in per_table.values() {
@@ -136,24 +136,21 @@ pub async fn plan(lake: &Lake, opts: &GcOptions, now: DateTime<Utc>) -> Result<G
         }
     }
     let mut plan = GcPlan {
-        kept: runs
-            .iter()
-            .filter(|r| kept.contains(r.run_id.as_str()))
-            .count(),
+        kept: runs.iter().filter(|id| kept.contains(id.as_str())).count(),
         ..GcPlan::default()
     };
-    for r in &runs {
-        if kept.contains(r.run_id.as_str()) {
+    for id in &runs {
+        if kept.contains(id.as_str()) {
             continue;
         }
-        let m = &manifests[&r.run_id];
-        let mut objs = vec![format!("{}/_manifests/{}.json", lake.project(), r.run_id)];
+        let m = &manifests[id];
+        let mut objs = vec![format!("{}/_manifests/{}.json", lake.project(), id)];
         let mut bytes = 0;
         // The files the manifest names, and anything else in its folders.
         let mut named: BTreeSet<String> = BTreeSet::new();
         for t in &m.tables {
             for f in &t.files {
-                match lake.check_run_file(&t.name, &r.run_id, &f.path) {
+                match lake.check_run_file(&t.name, id, &f.path) {
                     Ok(()) => {
                         named.insert(f.path.clone());
                         bytes += f.bytes;
@@ -163,7 +160,7 @@ pub async fn plan(lake: &Lake, opts: &GcOptions, now: DateTime<Utc>) -> Result<G
             }
         }
         objs.extend(named);
-        for f in folders.get(&r.run_id).into_iter().flatten() {
+        for f in folders.get(id).into_iter().flatten() {
             let decoded = percent_decode(&f.rel);
             if !objs.contains(&decoded) {
                 objs.push(decoded);
@@ -171,23 +168,19 @@ pub async fn plan(lake: &Lake, opts: &GcOptions, now: DateTime<Utc>) -> Result<G
             }
         }
         for rejects in objects.iter().map(rel_of).filter(|rel| {
-            rel.starts_with(&format!(
-                "{}/_manifests/{}.rejects/",
-                lake.project(),
-                r.run_id
-            ))
+            rel.starts_with(&format!("{}/_manifests/{}.rejects/", lake.project(), id))
         }) {
             objs.push(percent_decode(&rejects));
         }
         plan.remove.push(Removal {
-            run_id: r.run_id.clone(),
+            run_id: id.clone(),
             kind: "committed",
             tables: m.tables.iter().map(|t| t.name.clone()).collect(),
             objects: objs,
             bytes,
         });
     }
-    let committed: BTreeSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    let committed: BTreeSet<&str> = runs.iter().map(String::as_str).collect();
     for (run, files) in &folders {
         if committed.contains(run.as_str()) || opts.in_use.contains(run) {
             continue;

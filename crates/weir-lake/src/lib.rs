@@ -19,7 +19,7 @@ mod write;
 pub use manifest::{
     FileEntry, IncrementalEntry, Manifest, SnapshotEntry, TableEntry, MANIFEST_VERSION,
 };
-pub use store::{new_run_id, Lake, RunEntry};
+pub use store::{new_run_id, Lake};
 pub use write::{write_part, PartStats, WriteOptions};
 
 /// Everything that can go wrong in the lake.

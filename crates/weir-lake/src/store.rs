@@ -56,14 +56,6 @@ pub fn new_run_id() -> String {
 
 static RUN_SALT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// A committed run, as the lake's listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunEntry {
-    pub run_id: String,
-    /// When its manifest was written (the store's clock).
-    pub committed_at: chrono::DateTime<chrono::Utc>,
-}
-
 impl Lake {
     /// Open `url` for `project`. A `file://` URL or plain path that is
     /// relative is taken from `project_dir`; the folder is created if missing.
@@ -214,12 +206,6 @@ impl Lake {
     /// `cp -r`) resets those, and a slow run that commits after a later one
     /// holds older data.
     pub async fn list_runs(&self) -> Result<Vec<String>, LakeError> {
-        Ok(self.runs().await?.into_iter().map(|r| r.run_id).collect())
-    }
-
-    /// Committed runs with their commit times, in the order of
-    /// [`Lake::list_runs`].
-    pub async fn runs(&self) -> Result<Vec<RunEntry>, LakeError> {
         let prefix = self.under_root(&format!("{}/_manifests", self.project));
         let metas: Vec<_> = self
             .store
@@ -227,7 +213,7 @@ impl Lake {
             .try_collect()
             .await
             .map_err(|e| LakeError::store(prefix.to_string(), &e))?;
-        let mut runs: Vec<RunEntry> = metas
+        let mut runs: Vec<String> = metas
             .iter()
             // Only manifests themselves, not what loads keep beside them
             // (`{run}.rejects/{table}.ndjson`).
@@ -237,14 +223,13 @@ impl Lake {
                     .is_some_and(|rest| rest.count() == 1)
             })
             .filter_map(|m| {
-                let id = m.location.filename()?.strip_suffix(".json")?;
-                Some(RunEntry {
-                    run_id: id.to_owned(),
-                    committed_at: m.last_modified,
-                })
+                m.location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .map(str::to_owned)
             })
             .collect();
-        runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        runs.sort();
         Ok(runs)
     }
 

@@ -4,7 +4,6 @@
 //! file held by a reader, a read-write `weir query`, …). Each test is the
 //! regression test of one of them and names it.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -259,7 +258,7 @@ async fn a_source_that_restarts_is_retried_not_failed() {
     )
     .unwrap();
     cluster.stop();
-    let mut child = weir_cmd(&["run"], dir.path())
+    let child = weir_cmd(&["run"], dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -290,14 +289,8 @@ async fn a_source_that_restarts_is_retried_not_failed() {
         sql_until(&admin, &format!("SELECT pg_cancel_backend(pid) {sleeping}")).await,
         "the slow task was not retried"
     );
-    let status = child.wait().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let (status, out) = (done.status, text(&done));
     let store = Store::open_sqlite(&dir.path().join(".weir/metadata.db")).unwrap();
     let attempts = store.attempts(1, None).await.unwrap();
     let start: Vec<_> = attempts.iter().filter(|a| a.task_id == "start").collect();
@@ -401,7 +394,7 @@ async fn a_reader_holding_the_warehouse_delays_the_run_instead_of_failing_it() {
     drop(weir_warehouse::DuckDb::open(&file).unwrap());
     let reader =
         weir_warehouse::DuckDb::open_with(&file, weir_warehouse::Access::ReadOnly).unwrap();
-    let mut child = weir_cmd(&["run"], dir.path())
+    let child = weir_cmd(&["run"], dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -417,14 +410,8 @@ async fn a_reader_holding_the_warehouse_delays_the_run_instead_of_failing_it() {
         "no attempt met the reader"
     );
     drop(reader);
-    let status = child.wait().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let (status, out) = (done.status, text(&done));
     assert!(status.success(), "{out}");
     let store = Store::open_sqlite(&dir.path().join(".weir/metadata.db")).unwrap();
     let attempts = store.attempts(1, None).await.unwrap();
