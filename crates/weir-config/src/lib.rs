@@ -10,19 +10,23 @@
 //! or warehouses; it only describes what the user asked for. It is the bottom
 //! of the workspace: every other crate may depend on it.
 
+mod name;
 mod orchestrate;
 mod secret;
+mod ui;
 mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use name::project_name;
 pub use orchestrate::{
     check_schedule, parse_duration, parse_start_date, pattern_matches, NotifyConfig,
     OrchestrateConfig, SqlTarget, TaskPolicy, TriggerRule, UserTask, UserTaskKind, DEFAULT_LEASE,
     DEFAULT_MAX_ACTIVE_TASKS, DEFAULT_POLL, DEFAULT_TIMEOUT, NO_TIMEOUT, SOURCE_POOL,
 };
 pub use secret::{describe_error, redact_url, register_secret, scrub, Secret, SecretUrl, MASK};
+pub use ui::{normalize_base_path, UiConfig, DEFAULT_UI_LISTEN};
 pub use yaml::{interpolate, Location};
 use yaml::{At, Reader};
 
@@ -88,6 +92,8 @@ pub struct Project {
     pub transform: Option<TransformConfig>,
     /// How the pipeline runs as a DAG (`weir run`, `weir up`).
     pub orchestrate: Option<OrchestrateConfig>,
+    /// `ui:`: where the web UI listens.
+    pub ui: UiConfig,
 }
 
 /// The dbt-compatible project a Weir project runs on its warehouse.
@@ -414,6 +420,7 @@ impl Project {
                 "warehouse",
                 "transform",
                 "orchestrate",
+                "ui",
             ],
             &|key| {
                 orchestrate::KEYS
@@ -457,6 +464,10 @@ impl Project {
             Some((n, p)) => read_warehouse(&mut r, At { node: n, path: p }),
             None => WarehouseConfig::default(),
         };
+        let ui = match top.get("ui") {
+            Some((n, p)) => ui::read(&mut r, At { node: n, path: p }),
+            None => UiConfig::default(),
+        };
         if r.errors.is_empty() {
             Ok(Project {
                 dir: dir.to_path_buf(),
@@ -466,6 +477,7 @@ impl Project {
                 warehouse,
                 transform,
                 orchestrate,
+                ui,
             })
         } else {
             r.errors

@@ -395,6 +395,7 @@ pub struct PipelineRunner {
 
 fn cancelled() -> TaskError {
     TaskError {
+        code: None,
         kind: ErrorKind::Cancelled,
         message: "cancelled".to_owned(),
     }

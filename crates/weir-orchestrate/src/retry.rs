@@ -8,6 +8,9 @@ use std::time::Duration;
 pub struct TaskError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The SQLSTATE of a database error (`42P01`, `57P01`), when the
+    /// database sent one: the UI and `weir logs` show it beside the message.
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,7 @@ impl TaskError {
         TaskError {
             kind: ErrorKind::Transient,
             message: message.into(),
+            code: None,
         }
     }
 
@@ -49,6 +53,7 @@ impl TaskError {
         TaskError {
             kind: ErrorKind::Permanent,
             message: message.into(),
+            code: None,
         }
     }
 
@@ -59,8 +64,10 @@ impl TaskError {
     /// permanent.
     pub fn classify(e: &(dyn std::error::Error + 'static)) -> Self {
         let mut kind = ErrorKind::Permanent;
+        let mut code = None;
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(err) = cur {
+            code = code.or_else(|| sqlstate_of(err));
             if let Some(t) = transient_by_type(err) {
                 kind = if t {
                     ErrorKind::Transient
@@ -71,9 +78,15 @@ impl TaskError {
             }
             cur = err.source();
         }
+        // A cause below the one that decided may still carry the SQLSTATE.
+        while let Some(err) = cur {
+            code = code.or_else(|| sqlstate_of(err));
+            cur = err.source();
+        }
         TaskError {
             kind,
             message: weir_config::describe_error(e),
+            code,
         }
     }
 
@@ -82,6 +95,22 @@ impl TaskError {
     pub fn from_message(message: impl Into<String>) -> Self {
         TaskError::permanent(message)
     }
+}
+
+/// The SQLSTATE `err` carries, if it is a database error that has one.
+fn sqlstate_of(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let shared = err
+        .downcast_ref::<std::sync::Arc<weir_warehouse::WarehouseError>>()
+        .map(|a| a.as_ref());
+    if let Some(w) = shared.or_else(|| err.downcast_ref::<weir_warehouse::WarehouseError>()) {
+        return w.sqlstate().map(str::to_owned);
+    }
+    if let Some(pg) = err.downcast_ref::<weir_pg::PgError>() {
+        return pg.code.clone();
+    }
+    err.downcast_ref::<tokio_postgres::Error>()
+        .and_then(|pg| pg.code())
+        .map(|c| c.code().to_owned())
 }
 
 /// `Some(transient)` when `err` is of a type that knows whether it is.

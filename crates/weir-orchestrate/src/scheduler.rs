@@ -49,12 +49,17 @@ enum Event {
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 impl Scheduler {
-    /// Create runs for the intervals due at `now`, then start queued runs
-    /// while fewer than `max_active_runs` run.
+    /// Create runs for the intervals due at `now` (none while the DAG is
+    /// paused), then start queued runs while fewer than `max_active_runs` run.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Tick, StoreError> {
         let last = self.store.last_scheduled_end(&self.dag.name).await?;
         let mut tick = Tick::default();
-        for interval in self.schedule.due(self.start_date, last, now, self.catchup) {
+        let due = if self.store.is_paused(&self.dag.name).await? {
+            Vec::new()
+        } else {
+            self.schedule.due(self.start_date, last, now, self.catchup)
+        };
+        for interval in due {
             if let Some(id) = self
                 .store
                 .create_run(

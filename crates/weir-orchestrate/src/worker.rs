@@ -573,6 +573,7 @@ pub fn decide(
         attempt_state: "success",
         error: None,
         error_kind: None,
+        error_code: None,
         rows: None,
         bytes: None,
         peak_rss_kb: None,
@@ -626,6 +627,7 @@ pub fn decide(
                 attempt_state: "failed",
                 error: Some(e.message.clone()),
                 error_kind: Some(e.kind.as_str()),
+                error_code: e.code.clone(),
                 counts_as_failure: true,
                 ..base
             };
@@ -690,6 +692,7 @@ async fn attempt(
             cancel.cancel();
             let _ = tokio::time::timeout(grace, &mut work).await;
             Err(TaskError {
+                code: None,
                 kind: ErrorKind::Timeout,
                 message: format!(
                     "timed out after {:.1}s and was cancelled",
@@ -700,6 +703,7 @@ async fn attempt(
         () = cancel.cancelled() => {
             let _ = tokio::time::timeout(grace, &mut work).await;
             Err(TaskError {
+                code: None,
                 kind: ErrorKind::Cancelled,
                 message: "cancelled: the run was stopped or the lease lost".to_owned(),
             })

@@ -53,7 +53,7 @@ impl TaskRunner for Script {
             "broken" => Err(TaskError::permanent("relation \"nope\" does not exist")),
             "slow" => tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(60)) => Ok(TaskOutput::default()),
-                () = ctx.cancel.cancelled() => Err(TaskError { kind: ErrorKind::Cancelled, message: "cancelled".into() }),
+                () = ctx.cancel.cancelled() => Err(TaskError { kind: ErrorKind::Cancelled, message: "cancelled".into(), code: None }),
             },
             other => Err(TaskError::permanent(format!("no script for {other}"))),
         };

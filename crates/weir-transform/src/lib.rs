@@ -15,6 +15,7 @@ mod builtins;
 mod graph;
 mod materialize;
 mod modules;
+pub mod profiles;
 mod project;
 mod render;
 mod run;

@@ -137,11 +137,12 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     if let Some(f) = &args.format {
         project.lake.format = weir_config::LakeFormat::parse(f).unwrap_or(project.lake.format);
     }
-    let printer = crate::orchestrate::Printer {
+    let printer = std::sync::Arc::new(crate::orchestrate::Printer {
         quiet_success: true,
         show_run: false,
-    };
-    let report = crate::orchestrate::run_pipeline(project.clone(), true, printer).await?;
+    });
+    let ws = weir_pipeline::Workspace::of(&dir, project.clone());
+    let report = crate::orchestrate::run_pipeline(&ws, true, printer).await?;
     if report.state != Some(weir_orchestrate::store::RunState::Success) {
         crate::orchestrate::print_report(&report);
         return Err(anyhow!(

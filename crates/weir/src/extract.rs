@@ -49,28 +49,6 @@ pub fn load_project(dir: &Path) -> Result<Option<Project>, Failure> {
     Project::load(dir).map(Some).map_err(usage)
 }
 
-/// The project name: from weir.yml, else the folder's name.
-pub fn project_name(dir: &Path, project: Option<&Project>) -> String {
-    if let Some(p) = project {
-        return p.name.clone();
-    }
-    let abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    abs.file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| {
-            n.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| "weir".to_owned())
-}
-
 /// Combine weir.yml with command-line overrides.
 pub fn options(
     args: &ExtractArgs,
@@ -96,7 +74,7 @@ pub fn options(
         lake.format = LakeFormat::parse(f).unwrap_or(LakeFormat::Parquet);
     }
     let opts = ExtractOptions {
-        project: project_name(dir, project),
+        project: weir_config::project_name(dir, project),
         source_url: url,
         schema: args
             .schema

@@ -7,9 +7,10 @@ use clap::{Args, Subcommand};
 use weir_lake::gc::{self, GcOptions};
 use weir_lake::Lake;
 
-use crate::extract::{load_project, project_name};
+use crate::extract::load_project;
 use crate::load::lake_url;
 use crate::{project_dir, usage, Failure};
+use weir_config::project_name;
 
 #[derive(Subcommand)]
 pub enum LakeCommand {

@@ -10,8 +10,9 @@ use weir_config::{LoadMode, Project, WarehouseConfig};
 use weir_lake::Lake;
 use weir_warehouse::{LoadOptions, LoadSummary, Warehouse, WarehouseError};
 
-use crate::extract::{load_project, project_name};
+use crate::extract::load_project;
 use crate::{project_dir, usage, Failure};
+use weir_config::project_name;
 
 #[derive(Args)]
 pub struct LoadArgs {

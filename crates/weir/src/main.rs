@@ -24,6 +24,7 @@ mod orchestrate;
 mod progress;
 mod source;
 mod transform;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,16 @@ enum Command {
     Lake {
         #[command(subcommand)]
         command: lake::LakeCommand,
+    },
+    /// Who may sign in to the web UI: add, passwd, remove, list.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// Bearer tokens for the web UI's API: create, list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: users::TokensCommand,
     },
     /// Put data into a PostgreSQL source: generated Olist data or CSV files.
     Source {
@@ -165,6 +176,8 @@ fn main() -> ExitCode {
             Command::Logs(args) => orchestrate::logs(args).await,
             Command::Retry(args) => orchestrate::retry(args).await,
             Command::Backfill(args) => orchestrate::backfill(args).await,
+            Command::Users { command } => users::users(command).await,
+            Command::Tokens { command } => users::tokens(command).await,
         }
     });
     match result {

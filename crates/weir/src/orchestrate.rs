@@ -3,24 +3,19 @@
 //! store (`.weir/metadata.db`, or `orchestrate.metadata: postgres://…`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::anyhow;
-use chrono::{DateTime, Utc};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
-use weir_config::{OrchestrateConfig, Project};
-use weir_orchestrate::dag::Dag;
-use weir_orchestrate::pipeline::{state_dir, Pipeline};
-use weir_orchestrate::schedule::{Interval, Schedule, SystemClock};
-use weir_orchestrate::scheduler::Scheduler;
-use weir_orchestrate::store::{ts, RunKind, RunState, Store, TaskState};
-use weir_orchestrate::worker::{Observer, Scope, TaskRunner, WorkEnd, Worker, WorkerOptions};
-use weir_orchestrate::ProjectLock;
+use weir_orchestrate::schedule::SystemClock;
+use weir_orchestrate::store::{ts, Reaped, RunState, TaskState};
+use weir_orchestrate::worker::{Observer, Scope};
+use weir_pipeline::runs::{self, Prepared, RunReport, Started};
+use weir_pipeline::{backfill, LifecycleError, Workspace};
 
-use crate::extract::load_project;
 use crate::{project_dir, usage, Failure};
 
 #[derive(Args)]
@@ -44,6 +39,19 @@ pub struct UpArgs {
     pub p: ProjectArg,
     #[command(flatten)]
     pub src: SourceArg,
+    #[command(flatten)]
+    pub ui: UiArgs,
+    /// Do not serve the web UI.
+    #[arg(long)]
+    pub no_ui: bool,
+}
+
+/// Where the web UI listens, over `ui:` in weir.yml.
+#[derive(Args)]
+pub struct UiArgs {
+    /// Address and port of the web UI (default: ui.listen, else 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub ui_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -70,6 +78,11 @@ pub struct WorkerArgs {
     /// Tasks this worker runs at once (default: orchestrate.max_active_tasks).
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Also serve the web UI (every process on a shared store shows the same history).
+    #[arg(long)]
+    pub ui: bool,
+    #[command(flatten)]
+    pub ui_args: UiArgs,
 }
 
 #[derive(Args)]
@@ -153,113 +166,89 @@ impl Observer for Printer {
     }
 }
 
-fn project(dir: &Path, src: &SourceArg) -> Result<Project, Failure> {
-    let mut p = load_project(dir)?.ok_or_else(|| no_project(dir))?;
-    if let Some(url) = &src.source_url {
-        match p.source.as_mut() {
-            Some(s) => s.url = weir_config::SecretUrl::new(url.clone()),
-            None => {
-                return Err(usage(anyhow!(
-                "--source-url is given but {} has no `source:` section to say which tables to read",
-                dir.join(weir_config::PROJECT_FILE).display()
-            )))
-            }
-        }
+/// A lifecycle error with its exit code: 2 for what the user asked, 1 for
+/// what failed underneath.
+pub fn lifecycle(e: LifecycleError) -> Failure {
+    if e.is_usage() {
+        usage(e)
+    } else {
+        e.into()
     }
+}
+
+fn workspace(p: &ProjectArg, src: &SourceArg) -> Result<Workspace, Failure> {
+    Workspace::open(&project_dir(&p.project), src.source_url.as_deref()).map_err(lifecycle)
+}
+
+fn history(p: &ProjectArg) -> Result<Workspace, Failure> {
+    Workspace::open_for_history(&project_dir(&p.project)).map_err(lifecycle)
+}
+
+fn printer(quiet_success: bool, show_run: bool) -> Arc<Printer> {
+    Arc::new(Printer {
+        quiet_success,
+        show_run,
+    })
+}
+
+fn say_recovered(stale: &[Reaped]) {
+    if !stale.is_empty() {
+        say!(
+            "recovered {} task(s) left running by a process that stopped: {}",
+            stale.len(),
+            stale
+                .iter()
+                .map(|r| format!("run {} {} ({})", r.run_id, r.task_id, r.state.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+/// Open, lock, load, recover: what every command that runs tasks does first.
+async fn prepare(ws: &Workspace) -> Result<Prepared, Failure> {
+    let p = runs::prepare(ws).await.map_err(lifecycle)?;
+    say_recovered(&p.recovered);
     Ok(p)
 }
 
-fn no_project(dir: &Path) -> Failure {
-    usage(anyhow!(
-        "no {} in {}",
-        weir_config::PROJECT_FILE,
-        dir.display()
-    ))
-}
-
-/// The project, for the commands that only read the run history: they work
-/// without the source's variables, which they never use.
-fn history_project(dir: &Path) -> Result<Project, Failure> {
-    if !dir.join(weir_config::PROJECT_FILE).exists() {
-        return Err(no_project(dir));
-    }
-    Project::load_for_history(dir).map_err(usage)
-}
-
-fn config(p: &Project) -> OrchestrateConfig {
-    p.orchestrate.clone().unwrap_or_default()
-}
-
-async fn open_store(dir: &Path, cfg: &OrchestrateConfig) -> Result<Arc<Store>, Failure> {
-    Store::open(cfg.metadata.as_ref(), &state_dir(dir))
-        .await
-        .map(Arc::new)
-        .map_err(Failure::from)
-}
-
-/// On the single-process SQLite store, the project lock; on PostgreSQL none
-/// (several processes share the work, fenced by leases).
-fn lock(dir: &Path, store: &Store) -> Result<Option<ProjectLock>, Failure> {
-    if store.is_shared() {
-        return Ok(None);
-    }
-    ProjectLock::acquire(&state_dir(dir))
-        .map(Some)
-        .map_err(|e| {
-            usage(anyhow!(
-                "{e} (`weir run --detach` hands a run to a running `weir up`)"
-            ))
-        })
-}
-
-/// A worker in this process running the pipeline's tasks, `slots` at once,
-/// logging under `.weir/logs` and printing with `printer`.
-fn local_worker(
-    dir: &Path,
-    cfg: &OrchestrateConfig,
-    store: &Arc<Store>,
-    runner: Arc<dyn TaskRunner>,
-    slots: usize,
-    printer: Printer,
-) -> Worker {
-    let opts = WorkerOptions {
-        owner: weir_orchestrate::owner(),
-        slots: slots.max(1),
-        lease: cfg.lease,
-        poll: cfg.poll,
-        logs_dir: state_dir(dir).join("logs"),
-        grace: Duration::from_secs(10),
-        notify: cfg.notify.clone(),
-    };
-    Worker::new(
-        store.clone(),
-        runner,
-        opts,
-        Arc::new(SystemClock),
-        Arc::new(printer),
-    )
-}
-
-/// Run `run` to its end (or Ctrl-C) with `worker`, send what is to be told,
-/// and report it.
-async fn work_run(
-    worker: &Worker,
-    store: &Store,
-    cfg: &OrchestrateConfig,
-    run: i64,
-    t0: Instant,
+/// Run a project's pipeline once, in the foreground; resume the newest
+/// unfinished manual run unless `new`.
+pub async fn run_pipeline(
+    ws: &Workspace,
+    new: bool,
+    printer: Arc<Printer>,
 ) -> Result<RunReport, Failure> {
-    let end = worker.work(Scope::Run(run), shutdown_on_signal()).await?;
-    let _ = weir_orchestrate::notify::dispatch(store, &cfg.notify, &worker.opts.owner).await;
-    Ok(RunReport {
-        run_id: run,
-        state: match end {
-            WorkEnd::Run(s) => Some(s),
-            WorkEnd::Stopped => None,
-        },
-        seconds: t0.elapsed().as_secs_f64(),
-        stages: stages(store, run).await?,
-    })
+    let t0 = Instant::now();
+    let p = prepare(ws).await?;
+    let dag = &p.pipeline.dag;
+    let started = runs::start_manual(&p.store, dag, &ws.config, new)
+        .await
+        .map_err(lifecycle)?;
+    match &started {
+        Started::Resumed(r) => say!(
+            "resuming run {} (started {}); `weir run --new` starts afresh",
+            r.id,
+            r.started_at.map(ts).unwrap_or_default()
+        ),
+        Started::Created(id) => say!("run {id}: {} tasks", dag.tasks.len()),
+    }
+    let worker = ws.worker(
+        &p.store,
+        p.pipeline.runner(p.store.clone()),
+        ws.config.max_active_tasks,
+        printer,
+    );
+    runs::work_run(
+        &worker,
+        &p.store,
+        &ws.config,
+        started.id(),
+        t0,
+        shutdown_on_signal(),
+    )
+    .await
+    .map_err(lifecycle)
 }
 
 /// A token cancelled by Ctrl-C or SIGTERM.
@@ -277,158 +266,6 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
-}
-
-/// With the lock held, every attempt still `running` belongs to a process
-/// that died: hand those tasks back.
-async fn recover(store: &Store, dag: &str) -> Result<(), Failure> {
-    if store.is_shared() {
-        return Ok(());
-    }
-    let stale = store.reap(dag, true, Utc::now()).await?;
-    if !stale.is_empty() {
-        say!(
-            "recovered {} task(s) left running by a process that stopped: {}",
-            stale.len(),
-            stale
-                .iter()
-                .map(|r| format!("run {} {} ({})", r.run_id, r.task_id, r.state.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// A new manual run of `dag`, running now (its interval is the moment it was asked for).
-async fn manual_run(store: &Store, dag: &Dag, cfg: &OrchestrateConfig) -> Result<i64, Failure> {
-    let now = Utc::now();
-    store
-        .create_run(
-            dag,
-            RunKind::Manual,
-            Interval {
-                start: now,
-                end: now,
-            },
-            RunState::Running,
-            cfg.max_active_tasks,
-            now,
-        )
-        .await?
-        .ok_or_else(|| anyhow!("could not create a run").into())
-}
-
-/// What one `weir run` did (the demo prints it too).
-pub struct RunReport {
-    pub run_id: i64,
-    pub state: Option<RunState>,
-    pub seconds: f64,
-    /// Per stage, from the run's first attempt: when its first task started
-    /// and its last ended, in seconds (stages overlap: a table loads while
-    /// others are still extracted).
-    pub stages: Vec<Stage>,
-}
-
-pub struct Stage {
-    pub name: &'static str,
-    pub from: f64,
-    pub to: f64,
-}
-
-/// Run a project's pipeline once, in the foreground; resume the newest
-/// unfinished manual run unless `new`.
-pub async fn run_pipeline(
-    project: Project,
-    new: bool,
-    printer: Printer,
-) -> Result<RunReport, Failure> {
-    let dir = project.dir.clone();
-    let t0 = Instant::now();
-    let cfg = config(&project);
-    let store = open_store(&dir, &cfg).await?;
-    let _lock = lock(&dir, &store)?;
-    let pipeline = Pipeline::load(project).await.map_err(usage)?;
-    let dag = &pipeline.dag;
-    recover(&store, &dag.name).await?;
-    // Notifications a stopped process left unsent go out now.
-    let _ =
-        weir_orchestrate::notify::dispatch(&store, &cfg.notify, &weir_orchestrate::owner()).await;
-    let resumable = if new {
-        None
-    } else {
-        store
-            .runs_in_state(&dag.name, RunState::Running)
-            .await?
-            .into_iter()
-            .filter(|r| r.kind == RunKind::Manual.as_str())
-            .max_by_key(|r| r.id)
-    };
-    let run_id = match resumable {
-        Some(r) => {
-            say!(
-                "resuming run {} (started {}); `weir run --new` starts afresh",
-                r.id,
-                r.started_at.map(ts).unwrap_or_default()
-            );
-            r.id
-        }
-        None => {
-            let id = manual_run(&store, dag, &cfg).await?;
-            say!("run {id}: {} tasks", dag.tasks.len());
-            id
-        }
-    };
-    let worker = local_worker(
-        &dir,
-        &cfg,
-        &store,
-        pipeline.runner(store.clone()),
-        cfg.max_active_tasks,
-        printer,
-    );
-    work_run(&worker, &store, &cfg, run_id, t0).await
-}
-
-fn stage_of(task: &str) -> &'static str {
-    if task == "transform.setup" {
-        return "start";
-    }
-    match task.split('.').next().unwrap_or("") {
-        "start" => "start",
-        "extract" => "extract",
-        "load" => "load",
-        "transform" | "model" | "seed" | "test" | "snapshot" => "transform",
-        "end" => "end",
-        _ => "other",
-    }
-}
-
-async fn stages(store: &Store, run: i64) -> Result<Vec<Stage>, Failure> {
-    let attempts = store.attempts(run, None).await?;
-    let Some(first) = attempts.iter().map(|a| a.started_at).min() else {
-        return Ok(Vec::new());
-    };
-    let mut spans: BTreeMap<&'static str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
-    for a in &attempts {
-        let Some(e) = a.ended_at else { continue };
-        let span = spans
-            .entry(stage_of(&a.task_id))
-            .or_insert((a.started_at, e));
-        span.0 = span.0.min(a.started_at);
-        span.1 = span.1.max(e);
-    }
-    let secs = |t: DateTime<Utc>| (t - first).num_milliseconds() as f64 / 1000.0;
-    Ok(["start", "extract", "load", "transform", "other", "end"]
-        .into_iter()
-        .filter_map(|name| {
-            spans.get(name).map(|(s, e)| Stage {
-                name,
-                from: secs(*s),
-                to: secs(*e),
-            })
-        })
-        .collect())
 }
 
 pub fn print_report(r: &RunReport) {
@@ -466,75 +303,73 @@ fn outcome(r: &RunReport) -> Result<(), Failure> {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = project(&dir, &args.src)?;
+    let ws = workspace(&args.p, &args.src)?;
     if args.detach {
-        let cfg = config(&p);
-        let store = open_store(&dir, &cfg).await?;
-        let pipeline = Pipeline::load(p).await.map_err(usage)?;
-        let id = manual_run(&store, &pipeline.dag, &cfg).await?;
+        let store = ws.store().await.map_err(lifecycle)?;
+        let pipeline = ws.pipeline().await.map_err(lifecycle)?;
+        let id = runs::create_manual(&store, &pipeline.dag, &ws.config)
+            .await
+            .map_err(lifecycle)?;
         say!(
             "run {id} created ({} tasks); `weir up` or `weir worker` runs it",
             pipeline.dag.tasks.len()
         );
         return Ok(());
     }
-    let printer = Printer {
-        quiet_success: false,
-        show_run: false,
-    };
-    let report = run_pipeline(p, args.new, printer).await?;
+    let report = run_pipeline(&ws, args.new, printer(false, false)).await?;
     print_report(&report);
     outcome(&report)
 }
 
+/// Bind the web UI and serve it on its own task until `shutdown`.
+async fn serve_ui(
+    ws: &Workspace,
+    dag: &weir_orchestrate::dag::Dag,
+    args: &UiArgs,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let mut config = ws.project.ui.clone();
+    if let Some(addr) = args.ui_listen {
+        config.listen = addr;
+    }
+    let server = weir_web::Server::bind(ws.clone(), Arc::new(dag.clone()), config)
+        .await
+        .map_err(usage)?;
+    say!("web UI at {}", server.url);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(stop).await {
+            tracing::error!("the web UI stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
 pub async fn up(args: UpArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = project(&dir, &args.src)?;
-    let cfg = config(&p);
-    let schedule =
-        Schedule::parse(cfg.schedule.as_deref(), &cfg.timezone).map_err(|e| usage(anyhow!(e)))?;
-    let store = open_store(&dir, &cfg).await?;
-    let _lock = lock(&dir, &store)?;
-    let pipeline = Pipeline::load(p).await.map_err(usage)?;
-    recover(&store, &pipeline.dag.name).await?;
-    let worker = Arc::new(local_worker(
-        &dir,
-        &cfg,
-        &store,
-        pipeline.runner(store.clone()),
+    let ws = workspace(&args.p, &args.src)?;
+    let schedule = ws.schedule().map_err(lifecycle)?;
+    let p = prepare(&ws).await?;
+    let cfg = &ws.config;
+    let shutdown = shutdown_on_signal();
+    if !args.no_ui && ws.project.ui.enabled {
+        serve_ui(&ws, &p.pipeline.dag, &args.ui, &shutdown).await?;
+    }
+    let worker = Arc::new(ws.worker(
+        &p.store,
+        p.pipeline.runner(p.store.clone()),
         cfg.max_active_tasks,
-        Printer {
-            quiet_success: false,
-            show_run: true,
-        },
+        printer(false, true),
     ));
-    // Without a start_date, the schedule starts with the interval `weir up`
-    // first ran in (the oldest scheduled run), so a restart does not move
-    // it: the first run comes at the next tick.
-    let start_date = match cfg.start_date {
-        Some(d) => d,
-        None => match store.first_scheduled_start(&pipeline.dag.name).await? {
-            Some(d) => d,
-            None => schedule.prev_tick(Utc::now()).unwrap_or_else(Utc::now),
-        },
-    };
-    let scheduler = Scheduler {
-        store: store.clone(),
-        dag: pipeline.dag.clone(),
-        schedule,
-        start_date,
-        catchup: cfg.catchup,
-        max_active_runs: cfg.max_active_runs,
-        max_active_tasks: cfg.max_active_tasks,
-    };
+    let scheduler = runs::scheduler(&ws, &p.store, &p.pipeline.dag, schedule)
+        .await
+        .map_err(lifecycle)?;
     say!(
         "weir up: {} ({} tasks), schedule {}{}, metadata {}; Ctrl-C stops",
-        pipeline.dag.name,
-        pipeline.dag.tasks.len(),
+        p.pipeline.dag.name,
+        p.pipeline.dag.tasks.len(),
         cfg.schedule.as_deref().unwrap_or("none (manual runs only)"),
         if cfg.catchup { ", catching up" } else { "" },
-        store.describe()
+        p.store.describe()
     );
     let owner = worker.opts.owner.clone();
     scheduler
@@ -543,33 +378,26 @@ pub async fn up(args: UpArgs) -> Result<(), Failure> {
             Arc::new(SystemClock),
             cfg.notify.clone(),
             owner,
-            shutdown_on_signal(),
+            shutdown,
         )
         .await?;
     Ok(())
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = project(&dir, &args.src)?;
-    let cfg = config(&p);
-    if cfg.metadata.is_none() {
+    let ws = workspace(&args.p, &args.src)?;
+    if ws.config.metadata.is_none() {
         return Err(usage(anyhow!(
             "`weir worker` shares work through a PostgreSQL metadata store: set `orchestrate.metadata: postgres://…` in weir.yml (with the default SQLite store, `weir up` runs the tasks itself)"
         )));
     }
-    let store = open_store(&dir, &cfg).await?;
-    let pipeline = Pipeline::load(p).await.map_err(usage)?;
-    let worker = local_worker(
-        &dir,
-        &cfg,
+    let store = ws.store().await.map_err(lifecycle)?;
+    let pipeline = ws.pipeline().await.map_err(lifecycle)?;
+    let worker = ws.worker(
         &store,
         pipeline.runner(store.clone()),
-        args.slots.unwrap_or(cfg.max_active_tasks),
-        Printer {
-            quiet_success: false,
-            show_run: true,
-        },
+        args.slots.unwrap_or(ws.config.max_active_tasks),
+        printer(false, true),
     );
     say!(
         "weir worker {}: {} ({} slots), metadata {}; Ctrl-C stops",
@@ -578,16 +406,19 @@ pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
         worker.opts.slots,
         store.describe()
     );
+    let shutdown = shutdown_on_signal();
+    if args.ui {
+        serve_ui(&ws, &pipeline.dag, &args.ui_args, &shutdown).await?;
+    }
     worker
-        .work(Scope::Dag(pipeline.dag.name.clone()), shutdown_on_signal())
+        .work(Scope::Dag(pipeline.dag.name.clone()), shutdown)
         .await?;
     Ok(())
 }
 
 pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = history_project(&dir)?;
-    let store = open_store(&dir, &config(&p)).await?;
+    let ws = history(&args.p)?;
+    let store = ws.store().await.map_err(lifecycle)?;
     say!(
         "{:>5}  {:<9}  {:<8}  {:<24}  {:<24}  {:>9}  tasks",
         "run",
@@ -597,14 +428,8 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
         "started",
         "seconds"
     );
-    // With the single-process store, a run left `running` by a process that
-    // is gone is stopped (the next `weir run` resumes it), not running.
-    let nobody_runs = !store.is_shared() && !ProjectLock::is_held(&state_dir(&dir));
+    let someone_runs = ws.someone_runs(&store);
     for r in store.runs(args.limit).await? {
-        let state = match r.state {
-            RunState::Running if nobody_runs => "stopped",
-            s => s.as_str(),
-        };
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for t in store.tasks(r.id).await? {
             *counts.entry(t.state.as_str()).or_default() += 1;
@@ -617,7 +442,7 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
             "{:>5}  {:<9}  {:<8}  {:<24}  {:<24}  {:>9}  {}",
             r.id,
             r.kind,
-            state,
+            runs::shown_state(&r, someone_runs),
             ts(r.interval.start),
             r.started_at.map(ts).unwrap_or_default(),
             seconds,
@@ -632,14 +457,10 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
 }
 
 pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = history_project(&dir)?;
-    let store = open_store(&dir, &config(&p)).await?;
+    let ws = history(&args.p)?;
+    let store = ws.store().await.map_err(lifecycle)?;
     if store.run(args.run).await?.is_none() {
-        return Err(usage(anyhow!(
-            "there is no run {}; `weir runs` lists them",
-            args.run
-        )));
+        return Err(lifecycle(runs::no_run(args.run)));
     }
     let attempts = store.attempts(args.run, args.task.as_deref()).await?;
     if attempts.is_empty() {
@@ -687,142 +508,75 @@ pub async fn logs(args: LogsArgs) -> Result<(), Failure> {
 }
 
 pub async fn retry(args: RetryArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = project(&dir, &args.src)?;
-    let cfg = config(&p);
-    let store = open_store(&dir, &cfg).await?;
-    let _lock = lock(&dir, &store)?;
-    let Some(run) = store.run(args.run).await? else {
-        return Err(usage(anyhow!(
-            "there is no run {}; `weir runs` lists them",
-            args.run
-        )));
-    };
-    recover(&store, &run.dag).await?;
-    let n = store
-        .reset_for_retry(run.id, Utc::now())
-        .await
-        .map_err(|e| usage(anyhow!(e)))?;
-    if n == 0 {
+    let ws = workspace(&args.p, &args.src)?;
+    let store = ws.store().await.map_err(lifecycle)?;
+    let _lock = ws.lock(&store).map_err(lifecycle)?;
+    let r = runs::retry(&store, args.run).await.map_err(lifecycle)?;
+    if r.reset == 0 {
         say!(
             "run {} is {} and has no failed or skipped task to run again",
-            run.id,
-            run.state.as_str()
+            r.run.id,
+            r.run.state.as_str()
         );
         return Ok(());
     }
-    say!("run {}: {n} failed or skipped task(s) to run again", run.id);
+    say!(
+        "run {}: {} failed or skipped task(s) to run again",
+        r.run.id,
+        r.reset
+    );
     let t0 = Instant::now();
     // The run keeps the DAG it was created with; tasks run with today's weir.yml.
-    let pipeline = Pipeline::load(p).await.map_err(usage)?;
-    let worker = local_worker(
-        &dir,
-        &cfg,
+    let pipeline = ws.pipeline().await.map_err(lifecycle)?;
+    let worker = ws.worker(
         &store,
         pipeline.runner(store.clone()),
-        cfg.max_active_tasks,
-        Printer {
-            quiet_success: false,
-            show_run: false,
-        },
+        ws.config.max_active_tasks,
+        printer(false, false),
     );
-    let report = work_run(&worker, &store, &cfg, run.id, t0).await?;
+    let report = runs::work_run(
+        &worker,
+        &store,
+        &ws.config,
+        r.run.id,
+        t0,
+        shutdown_on_signal(),
+    )
+    .await
+    .map_err(lifecycle)?;
     print_report(&report);
     outcome(&report)
 }
 
 pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
-    let dir = project_dir(&args.p.project);
-    let p = project(&dir, &args.src)?;
-    let cfg = config(&p);
-    let parse = |s: &str, what: &str| {
-        weir_config::parse_start_date(s).ok_or_else(|| {
-            usage(anyhow!(
-                "--{what} `{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time"
-            ))
-        })
-    };
-    let (from, to) = (parse(&args.from, "from")?, parse(&args.to, "to")?);
-    if from >= to {
-        return Err(usage(anyhow!(
-            "--from {} is not before --to {}: the range holds no interval",
-            args.from,
-            args.to
-        )));
-    }
-    let schedule =
-        Schedule::parse(cfg.schedule.as_deref(), &cfg.timezone).map_err(|e| usage(anyhow!(e)))?;
-    if !matches!(schedule, Schedule::Cron { .. }) {
-        return Err(usage(anyhow!(
-            "backfill needs a periodic `orchestrate.schedule` (e.g. @daily) to cut intervals"
-        )));
-    }
-    let store = open_store(&dir, &cfg).await?;
-    let _lock = lock(&dir, &store)?;
-    let pipeline = Pipeline::load(p).await.map_err(usage)?;
-    recover(&store, &pipeline.dag.name).await?;
-    let intervals = schedule.between(from, to, args.max_runs.saturating_add(1));
-    if intervals.len() > args.max_runs {
-        return Err(usage(anyhow!(
-            "{} to {} holds more than {} intervals of the schedule (each a run); narrow the range, or raise --max-runs",
-            args.from,
-            args.to,
-            args.max_runs
-        )));
-    }
-    if intervals.is_empty() {
-        return Err(usage(anyhow!(
-            "no whole interval of the schedule lies between {} and {}",
-            args.from,
-            args.to
-        )));
-    }
+    let ws = workspace(&args.p, &args.src)?;
+    let plan = backfill::plan(&ws, &args.from, &args.to, args.max_runs).map_err(lifecycle)?;
+    let p = prepare(&ws).await?;
     say!(
         "backfill: {} interval(s) from {} to {}",
-        intervals.len(),
-        ts(from),
-        ts(to)
+        plan.intervals.len(),
+        ts(plan.from),
+        ts(plan.to)
     );
-    let shutdown = shutdown_on_signal();
-    let runner = pipeline.runner(store.clone());
-    let mut failed = 0;
-    for iv in intervals {
-        let now = Utc::now();
-        let Some(id) = store
-            .create_run(
-                &pipeline.dag,
-                RunKind::Backfill,
-                iv,
-                RunState::Running,
-                cfg.max_active_tasks,
-                now,
-            )
-            .await?
-        else {
-            continue;
-        };
-        say!("run {id}: {} → {}", ts(iv.start), ts(iv.end));
-        let worker = local_worker(
-            &dir,
-            &cfg,
-            &store,
-            runner.clone(),
-            cfg.max_active_tasks,
-            Printer {
-                quiet_success: true,
-                show_run: false,
-            },
-        );
-        match worker.work(Scope::Run(id), shutdown.clone()).await? {
-            WorkEnd::Run(RunState::Success) => {}
-            WorkEnd::Run(_) => failed += 1,
-            WorkEnd::Stopped => return Err(anyhow!("backfill stopped at run {id}").into()),
-        }
+    let out = backfill::run(
+        &ws,
+        &p,
+        &plan,
+        printer(true, false),
+        shutdown_on_signal(),
+        |id, iv| say!("run {id}: {} → {}", ts(iv.start), ts(iv.end)),
+    )
+    .await
+    .map_err(lifecycle)?;
+    if let Some(id) = out.stopped_at {
+        return Err(anyhow!("backfill stopped at run {id}").into());
     }
-    let _ =
-        weir_orchestrate::notify::dispatch(&store, &cfg.notify, &weir_orchestrate::owner()).await;
-    if failed > 0 {
-        return Err(anyhow!("{failed} backfill run(s) failed; `weir runs` lists them").into());
+    if out.failed > 0 {
+        return Err(anyhow!(
+            "{} backfill run(s) failed; `weir runs` lists them",
+            out.failed
+        )
+        .into());
     }
     Ok(())
 }

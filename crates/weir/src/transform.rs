@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use weir_config::{Project, SecretUrl, WarehouseConfig, WarehouseTarget};
+use weir_config::{Project, WarehouseConfig};
 use weir_transform::{
     Command, NodeResult, ProjectOptions, ResourceType, RunOptions, Selector, Status, Target,
 };
@@ -94,133 +94,19 @@ fn from_weir(dir: &Path, project: &Project, args: &TransformArgs) -> Result<Reso
     })
 }
 
-fn profiles_dir(args: &TransformArgs) -> PathBuf {
-    if let Some(d) = &args.profiles_dir {
-        return d.clone();
-    }
-    if let Ok(d) = std::env::var("DBT_PROFILES_DIR") {
-        return PathBuf::from(d);
-    }
-    if Path::new("profiles.yml").exists() {
-        return PathBuf::from(".");
-    }
-    std::env::var("HOME").map_or_else(|_| PathBuf::from("."), |h| Path::new(&h).join(".dbt"))
-}
-
 fn from_profiles(args: &TransformArgs) -> Result<Resolved, Failure> {
     let dbt_dir = args
         .project_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
-    let project_file = dbt_dir.join("dbt_project.yml");
-    let project_text = std::fs::read_to_string(&project_file)
-        .map_err(|e| usage(anyhow!("{}: {e}", project_file.display())))?;
-    let project = yaml_value(&project_text, &project_file.display().to_string())?;
-    let profile = project
-        .get("profile")
-        .and_then(|v| v.as_str())
-        .or(project.get("name").and_then(|v| v.as_str()))
-        .unwrap_or("default")
-        .to_owned();
-    let dir = profiles_dir(args);
-    let file = dir.join("profiles.yml");
-    let text =
-        std::fs::read_to_string(&file).map_err(|e| usage(anyhow!("{}: {e}", file.display())))?;
-    // profiles.yml values may use `{{ env_var('X') }}`.
-    let text = weir_transform::render_profile(&text)
-        .map_err(|e| usage(anyhow!("{}: {e}", file.display())))?;
-    let profiles = yaml_value(&text, &file.display().to_string())?;
-    let p = profiles.get(&profile).ok_or_else(|| {
-        usage(anyhow!(
-            "{}: no profile `{profile}` (named by dbt_project.yml)",
-            file.display()
-        ))
-    })?;
-    let target_name = args
-        .target
-        .clone()
-        .or(p.get("target").and_then(|v| v.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "dev".to_owned());
-    let out = p
-        .get("outputs")
-        .and_then(|o| o.get(&target_name))
-        .ok_or_else(|| {
-            usage(anyhow!(
-                "{}: profile `{profile}` has no output `{target_name}`",
-                file.display()
-            ))
-        })?;
-    let s = |k: &str| {
-        out.get(k)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-    };
-    let kind = s("type").unwrap_or_default();
-    let threads = args
-        .threads
-        .or(out
-            .get("threads")
-            .and_then(|v| v.as_u64())
-            .map(|t| t as usize))
-        .unwrap_or(4);
-    let (target, schema, database) = match kind.as_str() {
-        "duckdb" => (
-            WarehouseTarget::DuckDb {
-                path: PathBuf::from(s("path").unwrap_or_else(|| "dbt.duckdb".to_owned())),
-            },
-            s("schema").unwrap_or_else(|| "main".to_owned()),
-            String::new(),
-        ),
-        "postgres" => {
-            // profiles.yml holds the password as it is: escaped into the URL,
-            // so `@ / : #` in it stay part of it.
-            let url = format!(
-                "postgres://{}:{}@{}:{}/{}",
-                escape_userinfo(&s("user").unwrap_or_default()),
-                escape_userinfo(&s("password").or(s("pass")).unwrap_or_default()),
-                s("host").unwrap_or_else(|| "localhost".to_owned()),
-                s("port").unwrap_or_else(|| "5432".to_owned()),
-                s("dbname").or(s("database")).unwrap_or_default()
-            );
-            (
-                WarehouseTarget::Postgres {
-                    url: SecretUrl::new(url),
-                },
-                s("schema").unwrap_or_else(|| "public".to_owned()),
-                s("dbname").unwrap_or_default(),
-            )
-        }
-        "bigquery" => (
-            WarehouseTarget::BigQuery(weir_config::BigQueryConfig {
-                project: s("project").or(s("database")).unwrap_or_default(),
-                location: s("location"),
-                credentials: s("keyfile").map(PathBuf::from),
-                endpoint: s("api_endpoint"),
-                lake_uri: None,
-            }),
-            s("dataset").or(s("schema")).unwrap_or_default(),
-            s("project").unwrap_or_default(),
-        ),
-        other => {
-            return Err(usage(anyhow!(
-                "{}: adapter type `{other}` is not supported (duckdb, postgres, bigquery)",
-                file.display()
-            )))
-        }
-    };
+    let dir = weir_transform::profiles::profiles_dir(args.profiles_dir.as_deref());
+    let p = weir_transform::profiles::resolve(&dbt_dir, &dir, args.target.as_deref(), args.threads)
+        .map_err(|e| usage(anyhow!(e)))?;
     Ok(Resolved {
         dbt_dir,
-        warehouse: WarehouseConfig {
-            target,
-            ..WarehouseConfig::default()
-        },
+        warehouse: p.warehouse,
         base_dir: PathBuf::from("."),
-        target: Target {
-            name: target_name,
-            kind,
-            schema,
-            database,
-            threads,
-        },
+        target: p.target,
     })
 }
 
@@ -339,17 +225,4 @@ pub async fn run(cmd: TransformCommand) -> Result<(), Failure> {
         .into());
     }
     Ok(())
-}
-
-/// Percent-encode what a URL's user info cannot hold as it is.
-fn escape_userinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

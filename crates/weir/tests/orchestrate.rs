@@ -478,7 +478,7 @@ async fn weir_up_catches_up_missed_intervals_one_run_at_a_time() {
         ),
     )
     .unwrap();
-    let mut up = weir_cmd(&["up"], dir.path())
+    let mut up = weir_cmd(&["up", "--ui-listen", "127.0.0.1:0"], dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -513,7 +513,11 @@ fn backfill_ranges_history_without_secrets_and_empty_variables() {
         &[("WEIR_TEST_UNSET_URL", "postgres://u@127.0.0.1:1/x")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("is not before --to"), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not before to 2026-01-01"),
+        "{}",
+        text(&out)
+    );
     let out = weir_env(
         &["backfill", "--from", "2026-01-01", "--to", "2026-03-01"],
         dir.path(),
@@ -707,7 +711,7 @@ async fn lake_gc_removes_old_runs_only_when_asked() {
 #[tokio::test]
 async fn weir_up_lets_readers_in_between_runs() {
     let (_db, dir) = olist_project("0.005", "").await;
-    let mut up = weir_cmd(&["up"], dir.path())
+    let mut up = weir_cmd(&["up", "--ui-listen", "127.0.0.1:0"], dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

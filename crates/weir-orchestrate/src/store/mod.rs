@@ -27,8 +27,17 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use weir_config::{SecretUrl, TriggerRule};
 
 use crate::dag::Dag;
-use crate::db::{params, retrying, Db, DbError, DbTx, Migrations, Row};
+use crate::db::{params, retrying, Db, DbError, DbTx, Row};
+
+mod access;
+mod control;
+mod history;
+mod schema;
+
 use crate::schedule::Interval;
+pub use access::{ApiToken, AuditEntry, Role, Session, User};
+pub use history::{Cell, Failure, RunFilter, Running};
+use schema::MIGRATIONS;
 
 /// A task interrupted this many times (its process died each time) fails
 /// instead of being queued again: something about it kills its worker.
@@ -37,161 +46,6 @@ pub const MAX_INTERRUPTIONS: i64 = 3;
 /// The most of an attempt's log kept in the store (the end of it), so `weir
 /// logs` works from any machine and after the log folder is gone.
 pub const LOG_TAIL_BYTES: usize = 64 * 1024;
-
-const SQLITE: &[&str] = &[
-    // 1: runs, task instances, attempts, pools, the notification outbox.
-    "CREATE TABLE runs (
-        id INTEGER PRIMARY KEY,
-        dag TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        interval_start INTEGER NOT NULL,
-        interval_end INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        max_active_tasks INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        started_at INTEGER,
-        ended_at INTEGER,
-        dag_json TEXT NOT NULL
-    );
-    CREATE UNIQUE INDEX runs_one_per_interval ON runs (dag, interval_start, interval_end)
-        WHERE kind = 'scheduled';
-    CREATE INDEX runs_by_state ON runs (dag, state);
-    CREATE TABLE task_instances (
-        run_id INTEGER NOT NULL REFERENCES runs (id),
-        task_id TEXT NOT NULL,
-        ord INTEGER NOT NULL,
-        pool TEXT,
-        state TEXT NOT NULL,
-        ups_total INTEGER NOT NULL,
-        ups_done INTEGER NOT NULL DEFAULT 0,
-        ups_success INTEGER NOT NULL DEFAULT 0,
-        ups_failed INTEGER NOT NULL DEFAULT 0,
-        ups_skipped INTEGER NOT NULL DEFAULT 0,
-        tries INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        interruptions INTEGER NOT NULL DEFAULT 0,
-        next_try_at INTEGER,
-        lease_owner TEXT,
-        lease_expires_at INTEGER,
-        output TEXT,
-        PRIMARY KEY (run_id, task_id)
-    );
-    CREATE INDEX task_instances_by_state ON task_instances (run_id, state, ord);
-    CREATE TABLE attempts (
-        run_id INTEGER NOT NULL,
-        task_id TEXT NOT NULL,
-        try_number INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        started_at INTEGER NOT NULL,
-        ended_at INTEGER,
-        error TEXT,
-        error_kind TEXT,
-        rows_moved INTEGER,
-        bytes_moved INTEGER,
-        peak_rss_kb INTEGER,
-        log_path TEXT NOT NULL,
-        log_tail TEXT,
-        owner TEXT NOT NULL,
-        PRIMARY KEY (run_id, task_id, try_number)
-    );
-    CREATE TABLE pools (
-        dag TEXT NOT NULL,
-        name TEXT NOT NULL,
-        slots INTEGER NOT NULL,
-        PRIMARY KEY (dag, name)
-    );
-    CREATE TABLE events (
-        key TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        run_id INTEGER NOT NULL,
-        task_id TEXT,
-        body TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        claimed_by TEXT,
-        claimed_until INTEGER,
-        sent_at INTEGER
-    );",
-];
-
-const POSTGRES: &[&str] = &[
-    // 1: the same tables as SQLite's first version.
-    "CREATE TABLE runs (
-        id BIGSERIAL PRIMARY KEY,
-        dag TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        interval_start BIGINT NOT NULL,
-        interval_end BIGINT NOT NULL,
-        state TEXT NOT NULL,
-        max_active_tasks BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        started_at BIGINT,
-        ended_at BIGINT,
-        dag_json TEXT NOT NULL
-    );
-    CREATE UNIQUE INDEX runs_one_per_interval ON runs (dag, interval_start, interval_end)
-        WHERE kind = 'scheduled';
-    CREATE INDEX runs_by_state ON runs (dag, state);
-    CREATE TABLE task_instances (
-        run_id BIGINT NOT NULL REFERENCES runs (id),
-        task_id TEXT NOT NULL,
-        ord BIGINT NOT NULL,
-        pool TEXT,
-        state TEXT NOT NULL,
-        ups_total BIGINT NOT NULL,
-        ups_done BIGINT NOT NULL DEFAULT 0,
-        ups_success BIGINT NOT NULL DEFAULT 0,
-        ups_failed BIGINT NOT NULL DEFAULT 0,
-        ups_skipped BIGINT NOT NULL DEFAULT 0,
-        tries BIGINT NOT NULL DEFAULT 0,
-        failures BIGINT NOT NULL DEFAULT 0,
-        interruptions BIGINT NOT NULL DEFAULT 0,
-        next_try_at BIGINT,
-        lease_owner TEXT,
-        lease_expires_at BIGINT,
-        output TEXT,
-        PRIMARY KEY (run_id, task_id)
-    );
-    CREATE INDEX task_instances_by_state ON task_instances (run_id, state, ord);
-    CREATE TABLE attempts (
-        run_id BIGINT NOT NULL,
-        task_id TEXT NOT NULL,
-        try_number BIGINT NOT NULL,
-        state TEXT NOT NULL,
-        started_at BIGINT NOT NULL,
-        ended_at BIGINT,
-        error TEXT,
-        error_kind TEXT,
-        rows_moved BIGINT,
-        bytes_moved BIGINT,
-        peak_rss_kb BIGINT,
-        log_path TEXT NOT NULL,
-        log_tail TEXT,
-        owner TEXT NOT NULL,
-        PRIMARY KEY (run_id, task_id, try_number)
-    );
-    CREATE TABLE pools (
-        dag TEXT NOT NULL,
-        name TEXT NOT NULL,
-        slots BIGINT NOT NULL,
-        PRIMARY KEY (dag, name)
-    );
-    CREATE TABLE events (
-        key TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        run_id BIGINT NOT NULL,
-        task_id TEXT,
-        body TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        claimed_by TEXT,
-        claimed_until BIGINT,
-        sent_at BIGINT
-    );",
-];
-
-const MIGRATIONS: Migrations = Migrations {
-    sqlite: SQLITE,
-    postgres: POSTGRES,
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -399,6 +253,8 @@ pub struct AttemptRow {
     pub ended_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub error_kind: Option<String>,
+    /// The SQLSTATE of a database error.
+    pub error_code: Option<String>,
     pub rows: Option<u64>,
     pub bytes: Option<u64>,
     pub peak_rss_kb: Option<u64>,
@@ -428,6 +284,7 @@ pub struct Outcome {
     pub attempt_state: &'static str,
     pub error: Option<String>,
     pub error_kind: Option<&'static str>,
+    pub error_code: Option<String>,
     pub rows: Option<u64>,
     pub bytes: Option<u64>,
     pub peak_rss_kb: Option<u64>,
@@ -812,15 +669,33 @@ impl Store {
         run: i64,
         task: Option<&str>,
     ) -> Result<Vec<AttemptRow>, StoreError> {
-        let rows = self
-            .read(
-                "SELECT task_id, try_number, state, started_at, ended_at, error, error_kind, rows_moved,
-                     bytes_moved, peak_rss_kb, log_path, log_tail, owner
-                 FROM attempts WHERE run_id = $1 AND ($2 = '' OR task_id = $2)
-                 ORDER BY started_at, task_id, try_number",
-                params![run, task.unwrap_or("")],
-            )
-            .await?;
+        self.attempt_rows(run, task, true).await
+    }
+
+    /// [`Store::attempts`] without the stored log tails (`log_tail` is
+    /// `None`): what a page listing many attempts needs.
+    pub async fn attempt_summaries(
+        &self,
+        run: i64,
+        task: Option<&str>,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        self.attempt_rows(run, task, false).await
+    }
+
+    async fn attempt_rows(
+        &self,
+        run: i64,
+        task: Option<&str>,
+        with_tail: bool,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        let sql = format!(
+            "SELECT task_id, try_number, state, started_at, ended_at, error, error_kind, rows_moved,
+                 bytes_moved, peak_rss_kb, log_path, {}, owner, error_code
+             FROM attempts WHERE run_id = $1 AND ($2 = '' OR task_id = $2)
+             ORDER BY started_at, task_id, try_number",
+            if with_tail { "log_tail" } else { "NULL" }
+        );
+        let rows = self.read(&sql, params![run, task.unwrap_or("")]).await?;
         Ok(rows
             .iter()
             .map(|r| AttemptRow {
@@ -831,6 +706,7 @@ impl Store {
                 ended_at: r.opt_int(4).map(from_ms),
                 error: r.opt_text(5),
                 error_kind: r.opt_text(6),
+                error_code: r.opt_text(13),
                 rows: r.opt_int(7).map(|v| v as u64),
                 bytes: r.opt_int(8).map(|v| v as u64),
                 peak_rss_kb: r.opt_int(9).map(|v| v as u64),
@@ -1072,7 +948,8 @@ impl Store {
             }
             tx.exec(
                 "UPDATE attempts SET state = $4, ended_at = $5, error = $6, error_kind = $7,
-                     rows_moved = $8, bytes_moved = $9, peak_rss_kb = $10, log_tail = $11
+                     rows_moved = $8, bytes_moved = $9, peak_rss_kb = $10, log_tail = $11,
+                     error_code = $12
                  WHERE run_id = $1 AND task_id = $2 AND try_number = $3",
                 params![
                     claim.run_id,
@@ -1093,7 +970,8 @@ impl Store {
                     outcome
                         .log_tail
                         .as_deref()
-                        .map(|t| weir_config::scrub(t).into_owned())
+                        .map(|t| weir_config::scrub(t).into_owned()),
+                    outcome.error_code.as_deref()
                 ],
             )
             .await?;

@@ -1,0 +1,164 @@
+//! `/api/v1`: JSON for scripts, with bearer tokens an admin creates (`weir
+//! tokens create`). It returns what the pages show, built by the same
+//! functions in [`crate::views`], and its actions are the pages' actions.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+use weir_orchestrate::store::Role;
+use weir_pipeline::runs;
+
+use crate::auth::{self, Principal};
+use crate::views::{self, RunsQuery};
+use crate::{Ui, WebError};
+
+type S = State<Arc<Ui>>;
+
+pub fn routes() -> Router<Arc<Ui>> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/runs", get(list_runs).post(trigger))
+        .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/runs/{id}/tasks", get(tasks))
+        .route("/api/v1/runs/{id}/retry", post(retry))
+        .route(
+            "/api/v1/runs/{id}/tasks/{task}/attempts/{try}",
+            get(attempt),
+        )
+        .route(
+            "/api/v1/runs/{id}/tasks/{task}/attempts/{try}/log",
+            get(log),
+        )
+}
+
+/// A browser calling the API with its session cookie sends the session's
+/// CSRF token in this header; a bearer token needs none.
+fn csrf_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+fn api<T>(r: Result<T, WebError>) -> Result<T, WebError> {
+    r.map_err(WebError::for_api)
+}
+
+/// Create a manual run of the DAG, as the page's Trigger button does.
+pub async fn trigger_run(ui: &Ui, p: &Principal) -> Result<i64, WebError> {
+    let id = runs::create_manual(&ui.store, &ui.dag, &ui.ws.config).await?;
+    ui.store
+        .audit(
+            &p.user.name,
+            "trigger",
+            Some(id),
+            None,
+            "manual run",
+            Utc::now(),
+        )
+        .await?;
+    Ok(id)
+}
+
+/// Queue a run's failed and skipped tasks again, as `weir retry` does.
+pub async fn retry_run(ui: &Ui, p: &Principal, id: i64) -> Result<usize, WebError> {
+    let r = runs::retry(&ui.store, id).await?;
+    ui.store
+        .audit(
+            &p.user.name,
+            "retry",
+            Some(id),
+            None,
+            &format!("{} task(s) queued", r.reset),
+            Utc::now(),
+        )
+        .await?;
+    Ok(r.reset)
+}
+
+async fn list_runs(
+    State(ui): S,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, WebError> {
+    api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    Ok(Json(api(views::runs_page(&ui, &q).await)?).into_response())
+}
+
+async fn run(State(ui): S, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response, WebError> {
+    api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    let (detail, _) = api(views::run_detail(&ui, id).await)?;
+    Ok(Json(json!({ "run": detail.run, "stages": detail.stages })).into_response())
+}
+
+async fn tasks(
+    State(ui): S,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, WebError> {
+    api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    let (detail, _) = api(views::run_detail(&ui, id).await)?;
+    Ok(Json(json!({ "tasks": detail.tasks })).into_response())
+}
+
+async fn attempt(
+    State(ui): S,
+    headers: HeaderMap,
+    Path((id, task, try_number)): Path<(i64, String, u32)>,
+) -> Result<Response, WebError> {
+    api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    let a = api(views::attempt(&ui, id, &task, try_number).await)?;
+    Ok(Json(views::attempt_view(id, &a)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    offset: Option<u64>,
+    len: Option<u64>,
+}
+
+async fn log(
+    State(ui): S,
+    headers: HeaderMap,
+    Path((id, task, try_number)): Path<(i64, String, u32)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, WebError> {
+    api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    let a = api(views::attempt(&ui, id, &task, try_number).await)?;
+    match crate::pages::log_page(&ui, id, &a, q.offset, q.len).await {
+        Some(p) => Ok(Json(p).into_response()),
+        None => Err(WebError::not_found(
+            "this attempt's log is on neither this machine nor in the store",
+        )
+        .for_api()),
+    }
+}
+
+async fn trigger(State(ui): S, headers: HeaderMap) -> Result<Response, WebError> {
+    let p = api(auth::require_api(&ui, &headers, Role::Operator).await)?;
+    api(p.check_csrf(csrf_header(&headers)))?;
+    let id = api(trigger_run(&ui, &p).await)?;
+    Ok((StatusCode::CREATED, Json(json!({ "run_id": id }))).into_response())
+}
+
+async fn retry(
+    State(ui): S,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, WebError> {
+    let p = api(auth::require_api(&ui, &headers, Role::Operator).await)?;
+    api(p.check_csrf(csrf_header(&headers)))?;
+    let n = api(retry_run(&ui, &p, id).await)?;
+    Ok(Json(json!({ "run_id": id, "tasks_queued": n })).into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}

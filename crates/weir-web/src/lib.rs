@@ -1,0 +1,142 @@
+//! The web UI and its JSON API, served by `weir up` (and `weir worker
+//! --ui`) in the same process as the scheduler. It knows HTTP and nothing
+//! else new: what it shows it reads from the metadata store, and what it
+//! does it asks of `weir_pipeline`, exactly as the CLI does.
+//!
+//! - pages are rendered on the server ([`pages`], templates under
+//!   `templates/`), the DAG graph and the timeline drawn as SVG ([`svg`]);
+//!   the browser loads only what is embedded here ([`assets`]);
+//! - [`api`] serves `/api/v1` from the same view functions ([`views`]);
+//! - [`auth`]: sign-in with Argon2-hashed passwords, sessions in the store,
+//!   CSRF tokens on every form, bearer tokens for the API, rate-limited logins;
+//! - [`live`]: server-sent events for states and log tails.
+//!
+//! The UI never blocks the scheduler: it opens its own store connection,
+//! and every query it makes is bounded by a page size.
+
+mod api;
+mod assets;
+mod auth;
+mod error;
+mod live;
+mod logs;
+mod pages;
+mod svg;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use weir_config::UiConfig;
+use weir_orchestrate::dag::Dag;
+use weir_orchestrate::store::Store;
+use weir_pipeline::Workspace;
+
+pub use error::WebError;
+
+/// Everything a request handler can reach.
+pub struct Ui {
+    pub ws: Workspace,
+    /// The UI's own connection to the metadata store.
+    pub store: Arc<Store>,
+    /// The pipeline's DAG as this process loaded it: what a triggered run runs.
+    pub dag: Arc<Dag>,
+    pub config: UiConfig,
+    templates: minijinja::Environment<'static>,
+    limiter: auth::Limiter,
+    changes: tokio::sync::watch::Receiver<String>,
+}
+
+/// Why the UI cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lifecycle(#[from] weir_pipeline::LifecycleError),
+    #[error(transparent)]
+    Store(#[from] weir_orchestrate::store::StoreError),
+}
+
+/// A bound, ready UI: [`Server::serve`] answers requests until shutdown.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: Router,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+impl Server {
+    /// Bind `config.listen` for the project in `ws`. Listening beyond
+    /// loopback with no user to sign in as is refused: that would expose
+    /// the history to anyone who can reach the port.
+    pub async fn bind(
+        ws: Workspace,
+        dag: Arc<Dag>,
+        config: UiConfig,
+    ) -> Result<Server, StartError> {
+        let store = ws.store().await?;
+        if !config.listen.ip().is_loopback() && store.user_count().await? == 0 {
+            return Err(StartError::Refused(format!(
+                "the UI would listen on {} with no user configured, open to anyone who can reach it; \
+                 add one with `weir users add NAME --role admin`, or listen on 127.0.0.1",
+                config.listen
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let changes = live::watch_changes(store.clone());
+        let url = format!("http://{addr}{}/", config.base_path);
+        let base = config.base_path.clone();
+        let ui = Arc::new(Ui {
+            ws,
+            store,
+            dag,
+            config,
+            templates: pages::templates(),
+            limiter: auth::Limiter::default(),
+            changes,
+        });
+        let routes = pages::routes().merge(api::routes());
+        let app = if base.is_empty() {
+            routes.with_state(ui)
+        } else {
+            // Nested, the home page is `/weir`; `/weir/` is it too.
+            Router::new()
+                .nest(&base, routes)
+                .route(&format!("{base}/"), axum::routing::get(pages::home))
+                .with_state(ui)
+        };
+        Ok(Server {
+            listener,
+            app,
+            addr,
+            url,
+        })
+    }
+
+    /// Serve until `shutdown` is cancelled.
+    pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        axum::serve(
+            self.listener,
+            self.app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    }
+}
