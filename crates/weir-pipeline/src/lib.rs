@@ -29,6 +29,13 @@ pub enum LifecycleError {
     /// the web UI answers 400 or 404.
     #[error("{0}")]
     Usage(String),
+    /// What was named does not exist (a run). The web UI answers 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The run is not in a state that allows this (retrying a running run).
+    /// The web UI answers 409.
+    #[error("{0}")]
+    Conflict(String),
     /// The project's pipeline cannot be built (its source or dbt project).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),

@@ -12,7 +12,7 @@ use weir_orchestrate::dag::Dag;
 use weir_orchestrate::pipeline::Pipeline;
 use weir_orchestrate::schedule::{Interval, Schedule};
 use weir_orchestrate::scheduler::Scheduler;
-use weir_orchestrate::store::{Reaped, RunKind, RunRow, RunState, Store};
+use weir_orchestrate::store::{AttemptRow, Reaped, RunKind, RunRow, RunState, Store};
 use weir_orchestrate::worker::{Scope, WorkEnd, Worker};
 use weir_orchestrate::ProjectLock;
 
@@ -180,12 +180,16 @@ pub const STAGES: [&str; 6] = ["start", "extract", "load", "transform", "other",
 
 /// When each stage of `run` began and ended, in seconds from its first attempt.
 pub async fn stages(store: &Store, run: i64) -> Result<Vec<Stage>, LifecycleError> {
-    let attempts = store.attempts(run, None).await?;
+    Ok(stages_of(&store.attempt_summaries(run, None).await?))
+}
+
+/// The stages of a run from its attempts.
+pub fn stages_of(attempts: &[AttemptRow]) -> Vec<Stage> {
     let Some(first) = attempts.iter().map(|a| a.started_at).min() else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let mut spans: BTreeMap<&'static str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
-    for a in &attempts {
+    for a in attempts {
         let Some(e) = a.ended_at else { continue };
         let span = spans
             .entry(stage_of(&a.task_id))
@@ -194,7 +198,7 @@ pub async fn stages(store: &Store, run: i64) -> Result<Vec<Stage>, LifecycleErro
         span.1 = span.1.max(e);
     }
     let secs = |t: DateTime<Utc>| (t - first).num_milliseconds() as f64 / 1000.0;
-    Ok(STAGES
+    STAGES
         .into_iter()
         .filter_map(|name| {
             spans.get(name).map(|(s, e)| Stage {
@@ -203,7 +207,7 @@ pub async fn stages(store: &Store, run: i64) -> Result<Vec<Stage>, LifecycleErro
                 to: secs(*e),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// A run's state as a person should read it: on the single-process store,
@@ -233,12 +237,15 @@ pub async fn retry(store: &Store, id: i64) -> Result<Retry, LifecycleError> {
     let reset = store
         .reset_for_retry(run.id, Utc::now())
         .await
-        .map_err(|e| LifecycleError::usage(e.to_string()))?;
+        .map_err(|e| match e.refusal() {
+            Some(m) => LifecycleError::Conflict(m.to_owned()),
+            None => LifecycleError::Store(e),
+        })?;
     Ok(Retry { run, reset })
 }
 
 pub fn no_run(id: i64) -> LifecycleError {
-    LifecycleError::usage(format!("there is no run {id}; `weir runs` lists them"))
+    LifecycleError::NotFound(format!("there is no run {id}; `weir runs` lists them"))
 }
 
 /// The scheduler `weir up` serves. Without a `start_date` the schedule starts

@@ -40,7 +40,7 @@
     var tail = new EventSource(log.dataset.tail);
     tail.addEventListener("log", function (e) {
       var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-      log.appendChild(document.createTextNode(e.data + "\n"));
+      log.appendChild(document.createTextNode(e.data.endsWith("\n") ? e.data : e.data + "\n"));
       if (atEnd) log.scrollTop = log.scrollHeight;
     });
     tail.addEventListener("end", function () {

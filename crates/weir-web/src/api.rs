@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +20,42 @@ use crate::views::{self, RunsQuery};
 use crate::{Ui, WebError};
 
 type S = State<Arc<Ui>>;
+
+/// `Path`, answering a path that does not parse with JSON, as the rest of the API does.
+struct ApiPath<T>(T);
+
+impl<T, St> FromRequestParts<St> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    St: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| WebError::bad_request(e.body_text()).for_api())
+    }
+}
+
+/// `Query`, answering a query that does not parse with JSON.
+struct ApiQuery<T>(T);
+
+impl<T, St> FromRequestParts<St> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    St: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| WebError::bad_request(e.body_text()).for_api())
+    }
+}
 
 pub fn routes() -> Router<Arc<Ui>> {
     Router::new()
@@ -82,13 +119,25 @@ pub async fn retry_run(ui: &Ui, p: &Principal, id: i64) -> Result<usize, WebErro
 async fn list_runs(
     State(ui): S,
     headers: HeaderMap,
-    Query(q): Query<RunsQuery>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Response, WebError> {
     api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    // The pages' forms send empty fields for "any"; the API says so by leaving them out.
+    for (name, v) in [("state", &q.state), ("from", &q.from), ("to", &q.to)] {
+        if v.as_deref() == Some("") {
+            return Err(
+                WebError::bad_request(format!("`{name}` is empty; leave it out for any")).for_api(),
+            );
+        }
+    }
     Ok(Json(api(views::runs_page(&ui, &q).await)?).into_response())
 }
 
-async fn run(State(ui): S, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response, WebError> {
+async fn run(
+    State(ui): S,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Response, WebError> {
     api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
     let (detail, _) = api(views::run_detail(&ui, id).await)?;
     Ok(Json(json!({ "run": detail.run, "stages": detail.stages })).into_response())
@@ -97,7 +146,7 @@ async fn run(State(ui): S, headers: HeaderMap, Path(id): Path<i64>) -> Result<Re
 async fn tasks(
     State(ui): S,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, WebError> {
     api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
     let (detail, _) = api(views::run_detail(&ui, id).await)?;
@@ -107,7 +156,7 @@ async fn tasks(
 async fn attempt(
     State(ui): S,
     headers: HeaderMap,
-    Path((id, task, try_number)): Path<(i64, String, u32)>,
+    ApiPath((id, task, try_number)): ApiPath<(i64, String, u32)>,
 ) -> Result<Response, WebError> {
     api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
     let a = api(views::attempt(&ui, id, &task, try_number).await)?;
@@ -123,10 +172,20 @@ struct LogQuery {
 async fn log(
     State(ui): S,
     headers: HeaderMap,
-    Path((id, task, try_number)): Path<(i64, String, u32)>,
-    Query(q): Query<LogQuery>,
+    ApiPath((id, task, try_number)): ApiPath<(i64, String, u32)>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Response, WebError> {
     api(auth::require_api(&ui, &headers, Role::Viewer).await)?;
+    if q.offset
+        .max(q.len)
+        .is_some_and(|n| n > views::MAX_LOG_NUMBER)
+    {
+        return Err(WebError::bad_request(format!(
+            "offset and len are at most {}",
+            views::MAX_LOG_NUMBER
+        ))
+        .for_api());
+    }
     let a = api(views::attempt(&ui, id, &task, try_number).await)?;
     match crate::pages::log_page(&ui, id, &a, q.offset, q.len).await {
         Some(p) => Ok(Json(p).into_response()),
@@ -147,7 +206,7 @@ async fn trigger(State(ui): S, headers: HeaderMap) -> Result<Response, WebError>
 async fn retry(
     State(ui): S,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, WebError> {
     let p = api(auth::require_api(&ui, &headers, Role::Operator).await)?;
     api(p.check_csrf(csrf_header(&headers)))?;

@@ -104,10 +104,24 @@ pub async fn require_api(ui: &Ui, headers: &HeaderMap, role: Role) -> Result<Pri
 
 /// Failed sign-ins per client address and per user name: after
 /// `MAX_FAILURES` in `WINDOW`, sign-in is refused until the window passes.
-#[derive(Default)]
 pub struct Limiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Password checks at once.
+    checks: tokio::sync::Semaphore,
 }
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(2),
+        }
+    }
+}
+
+/// The most addresses and names the limiter remembers; past it, the oldest
+/// windows are forgotten first.
+const MAX_KEYS: usize = 10_000;
 
 const MAX_FAILURES: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(300);
@@ -122,6 +136,14 @@ impl Limiter {
 
     fn failed(&self, keys: &[String]) {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_KEYS {
+            let mut oldest: Vec<(Instant, String)> =
+                m.iter().map(|(k, (_, t))| (*t, k.clone())).collect();
+            oldest.sort();
+            for (_, k) in oldest.into_iter().take(MAX_KEYS / 10) {
+                m.remove(&k);
+            }
+        }
         for k in keys {
             let e = m.entry(k.clone()).or_insert((0, Instant::now()));
             e.0 += 1;
@@ -214,9 +236,19 @@ pub async fn login(
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    let Some(user) = access::verify_login(&ui.store, &f.user, &f.password).await? else {
-        ui.limiter.failed(&keys);
-        tracing::warn!(user = %f.user, peer = %peer.ip(), "failed sign-in");
+    // Counted before the check, so parallel guesses cannot all pass the
+    // limit; a success clears it. Argon2 is slow and large on purpose: a few
+    // checks at once at most.
+    ui.limiter.failed(&keys);
+    let verified = {
+        let _permit = ui.limiter.checks.acquire().await.map_err(|_| {
+            WebError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
+        })?;
+        access::verify_login(&ui.store, &f.user, &f.password).await?
+    };
+    let Some(user) = verified else {
+        let shown: String = f.user.chars().take(64).collect();
+        tracing::warn!(user = ?shown, peer = %peer.ip(), "failed sign-in");
         return login_form(
             &ui,
             &headers,

@@ -45,10 +45,12 @@ impl WebError {
 
 impl From<LifecycleError> for WebError {
     fn from(e: LifecycleError) -> Self {
-        let status = if e.is_usage() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+        let status = match &e {
+            LifecycleError::NotFound(_) => StatusCode::NOT_FOUND,
+            LifecycleError::Conflict(_) => StatusCode::CONFLICT,
+            LifecycleError::Store(s) => return WebError::from_store(s),
+            e if e.is_usage() => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         WebError::new(status, e.to_string())
     }
@@ -56,9 +58,24 @@ impl From<LifecycleError> for WebError {
 
 impl From<weir_orchestrate::store::StoreError> for WebError {
     fn from(e: weir_orchestrate::store::StoreError) -> Self {
-        // The store refuses what cannot be done to a run (`Invalid`, or a
-        // check inside a transaction): the request's fault, said as it is.
-        WebError::new(StatusCode::CONFLICT, e.to_string())
+        WebError::from_store(&e)
+    }
+}
+
+impl WebError {
+    fn from_store(e: &weir_orchestrate::store::StoreError) -> Self {
+        match e.refusal() {
+            // What cannot be done to a run as it is now: said as it is.
+            Some(m) => WebError::new(StatusCode::CONFLICT, m.to_owned()),
+            // The store itself failed: logged in full, told in general.
+            None => {
+                tracing::error!("metadata store: {e}");
+                WebError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the metadata store failed; the server's log says why",
+                )
+            }
+        }
     }
 }
 
@@ -68,9 +85,7 @@ impl IntoResponse for WebError {
             return Redirect::to(to).into_response();
         }
         let message = weir_config::scrub(&self.message).into_owned();
-        if self.status.is_server_error() {
-            tracing::error!("{message}");
-        }
+
         if self.api {
             let body = serde_json::json!({ "error": message, "status": self.status.as_u16() });
             return (self.status, axum::Json(body)).into_response();
@@ -78,7 +93,7 @@ impl IntoResponse for WebError {
         let page = format!(
             "<!doctype html><meta charset=utf-8><title>Weir: {code}</title>\
              <main class=error><h1>{code}</h1><p>{}</p>\
-             <p><a href=\"javascript:history.back()\">Back</a></p></main>",
+             </main>",
             html_escape(&message),
             code = self.status
         );

@@ -65,6 +65,32 @@ pub enum StartError {
     Store(#[from] weir_orchestrate::store::StoreError),
 }
 
+/// Headers every answer carries: no framing, no sniffing, scripts and styles
+/// only from the UI itself, and pages (which hold CSRF tokens) not cached.
+async fn security_headers(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{self, HeaderValue};
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
 /// A bound, ready UI: [`Server::serve`] answers requests until shutdown.
 pub struct Server {
     listener: tokio::net::TcpListener,
@@ -112,7 +138,9 @@ impl Server {
             limiter: auth::Limiter::default(),
             changes,
         });
-        let routes = pages::routes().merge(api::routes());
+        let routes = pages::routes()
+            .merge(api::routes())
+            .layer(axum::middleware::map_response(security_headers));
         let app = if base.is_empty() {
             routes.with_state(ui)
         } else {

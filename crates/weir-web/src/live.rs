@@ -78,7 +78,10 @@ pub fn tail(
                 // Look at the end only after reading: what was written just
                 // before the attempt ended is sent before `end`.
                 let ended = done().await;
-                if let Ok(Some((text, next))) = crate::logs::appended(&path, at) {
+                let p = path.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || crate::logs::appended(&p, at, ended));
+                if let Ok(Ok(Some((text, next)))) = read.await {
                     let event = Event::default()
                         .event("log")
                         .id(next.to_string())

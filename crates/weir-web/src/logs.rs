@@ -89,8 +89,9 @@ pub fn stored(tail: &str) -> LogPage {
 }
 
 /// What was appended to `path` since `offset`, at most `PAGE_BYTES`, cut
-/// after the last whole line; with the new offset.
-pub fn appended(path: &Path, offset: u64) -> std::io::Result<Option<(String, u64)>> {
+/// after the last whole line (all of it once `ended`: the last line may have
+/// no newline); with the new offset.
+pub fn appended(path: &Path, offset: u64, ended: bool) -> std::io::Result<Option<(String, u64)>> {
     let mut f = std::fs::File::open(path)?;
     let size = f.metadata()?.len();
     if size <= offset {
@@ -100,8 +101,9 @@ pub fn appended(path: &Path, offset: u64) -> std::io::Result<Option<(String, u64
     let mut buf = Vec::new();
     f.take(PAGE_BYTES).read_to_end(&mut buf)?;
     let cut = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(_) if ended && (buf.len() as u64) < PAGE_BYTES => buf.len(),
         Some(i) => i + 1,
-        None if buf.len() as u64 >= PAGE_BYTES => buf.len(),
+        None if ended || buf.len() as u64 >= PAGE_BYTES => buf.len(),
         None => return Ok(None),
     };
     let text = weir_config::scrub(&String::from_utf8_lossy(&buf[..cut])).into_owned();

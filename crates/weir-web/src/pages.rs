@@ -23,6 +23,8 @@ type S = State<Arc<Ui>>;
 pub fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.add_filter("secs", |v: f64| format!("{v:.2}"));
+    // A task id as one path segment (`urlencode` leaves `/` as it is).
+    env.add_filter("enc", |v: String| enc(&v));
     for (name, text) in [
         ("base.html", include_str!("../templates/base.html")),
         ("login.html", include_str!("../templates/login.html")),
@@ -46,9 +48,13 @@ pub fn render(ui: &Ui, name: &str, ctx: minijinja::Value) -> Result<Html<String>
         .templates
         .get_template(name)
         .map_err(|e| WebError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    t.render(context! { ..ctx, ..base })
-        .map(Html)
-        .map_err(|e| WebError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
+    t.render(context! { ..ctx, ..base }).map(Html).map_err(|e| {
+        tracing::error!("rendering {name}: {e:#}");
+        WebError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering {name} failed"),
+        )
+    })
 }
 
 fn ser<T: serde::Serialize>(v: &T) -> minijinja::Value {
@@ -218,6 +224,18 @@ async fn attempt_page(
     .into_response())
 }
 
+/// The attempt's log file, if it lies in this project's log folder: a path
+/// the store holds is never opened otherwise (a shared store is written by
+/// other machines), and the store's copy of the log's end is shown instead.
+pub fn confined_log(ui: &Ui, log_path: &str) -> Option<std::path::PathBuf> {
+    if log_path.is_empty() {
+        return None;
+    }
+    let logs = ui.ws.state_dir().join("logs").canonicalize().ok()?;
+    let p = std::path::Path::new(log_path).canonicalize().ok()?;
+    p.starts_with(&logs).then_some(p)
+}
+
 /// The log page of an attempt: from its file, else the store's copy.
 pub async fn log_page(
     ui: &Ui,
@@ -226,9 +244,8 @@ pub async fn log_page(
     offset: Option<u64>,
     len: Option<u64>,
 ) -> Option<logs::LogPage> {
-    let path = std::path::PathBuf::from(&a.log_path);
     let len = len.unwrap_or(logs::PAGE_BYTES);
-    if !a.log_path.is_empty() {
+    if let Some(path) = confined_log(ui, &a.log_path) {
         if let Ok(Ok(p)) = tokio::task::spawn_blocking(move || logs::page(&path, offset, len)).await
         {
             return Some(p);
@@ -257,9 +274,20 @@ async fn tail(
 ) -> Result<Response, WebError> {
     auth::require(&ui, &headers, Role::Viewer).await?;
     let a = views::attempt(&ui, id, &task, try_number).await?;
+    let Some(path) = confined_log(&ui, &a.log_path) else {
+        return Err(WebError::not_found(
+            "this attempt's log is not on this machine",
+        ));
+    };
+    // A browser that reconnects says where it got to.
+    let offset = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(q.offset, |o| o.max(q.offset));
     let store = ui.store.clone();
     let try_number = a.try_number;
-    Ok(live::tail(a.log_path.clone().into(), q.offset, move || {
+    Ok(live::tail(path, offset, move || {
         let store = store.clone();
         let task = task.clone();
         Box::pin(async move {

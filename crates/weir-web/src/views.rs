@@ -13,6 +13,11 @@ use crate::{Ui, WebError};
 
 /// Runs a page lists.
 pub const PER_PAGE: usize = 50;
+/// The furthest page a runs list goes to.
+pub const MAX_PAGE: usize = 1_000_000;
+/// The largest byte offset or page length a log request may name (2^53 - 1,
+/// what every JSON client holds exactly).
+pub const MAX_LOG_NUMBER: u64 = 9_007_199_254_740_991;
 /// Runs a grid shows side by side.
 pub const GRID_RUNS: usize = 12;
 
@@ -36,12 +41,13 @@ fn secs(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a).num_milliseconds() as f64 / 1000.0
 }
 
-pub fn summary(ui: &Ui, r: &RunRow, tasks: BTreeMap<String, usize>) -> RunSummary {
+/// `someone_runs`: whether a process holds the project (read once a request).
+pub fn summary(r: &RunRow, someone_runs: bool, tasks: BTreeMap<String, usize>) -> RunSummary {
     RunSummary {
         id: r.id,
         dag: r.dag.clone(),
         kind: r.kind.clone(),
-        state: runs::shown_state(r, ui.ws.someone_runs(&ui.store)).to_owned(),
+        state: runs::shown_state(r, someone_runs).to_owned(),
         interval_start: ts(r.interval.start),
         interval_end: ts(r.interval.end),
         created_at: ts(r.created_at),
@@ -95,7 +101,12 @@ pub async fn runs_page(ui: &Ui, q: &RunsQuery) -> Result<RunsPage, WebError> {
         from: date(&q.from, "from")?,
         to: date(&q.to, "to")?,
     };
-    let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
+    let page = q.page.unwrap_or(1);
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(WebError::bad_request(format!(
+            "page {page} is not between 1 and {MAX_PAGE}"
+        )));
+    }
     let mut rows = ui
         .store
         .runs_page(&filter, PER_PAGE + 1, (page - 1) * PER_PAGE)
@@ -104,10 +115,11 @@ pub async fn runs_page(ui: &Ui, q: &RunsQuery) -> Result<RunsPage, WebError> {
     rows.truncate(PER_PAGE);
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut counts = ui.store.task_counts(&ids).await?;
+    let someone = ui.ws.someone_runs(&ui.store);
     Ok(RunsPage {
         runs: rows
             .iter()
-            .map(|r| summary(ui, r, counts.remove(&r.id).unwrap_or_default()))
+            .map(|r| summary(r, someone, counts.remove(&r.id).unwrap_or_default()))
             .collect(),
         page,
         has_next,
@@ -182,10 +194,10 @@ pub async fn run_detail(ui: &Ui, id: i64) -> Result<(RunDetail, Vec<AttemptRow>)
             }
         })
         .collect();
-    let stages = runs::stages(&ui.store, id).await?;
+    let stages = runs::stages_of(&attempts);
     Ok((
         RunDetail {
-            run: summary(ui, &r, counts),
+            run: summary(&r, ui.ws.someone_runs(&ui.store), counts),
             stages,
             tasks: views,
         },
@@ -233,10 +245,11 @@ pub async fn grid(ui: &Ui, detail: &RunDetail) -> Result<Grid, WebError> {
                 .collect(),
         })
         .collect();
+    let someone = ui.ws.someone_runs(&ui.store);
     Ok(Grid {
         runs: cols
             .iter()
-            .map(|r| summary(ui, r, BTreeMap::new()))
+            .map(|r| summary(r, someone, BTreeMap::new()))
             .collect(),
         rows,
     })
@@ -358,7 +371,11 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
     let last_run = match last {
         Some(r) => {
             let mut c = ui.store.task_counts(&[r.id]).await?;
-            Some(summary(ui, &r, c.remove(&r.id).unwrap_or_default()))
+            Some(summary(
+                &r,
+                ui.ws.someone_runs(&ui.store),
+                c.remove(&r.id).unwrap_or_default(),
+            ))
         }
         None => None,
     };

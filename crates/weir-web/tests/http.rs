@@ -430,7 +430,15 @@ async fn pages_api_roles_csrf_sessions_and_no_secrets() {
     assert_eq!(st, StatusCode::CREATED);
     assert!(j["run_id"].as_i64().unwrap() > 2);
     let (st, _) = s.api("POST", "/api/v1/runs/999/retry", &ot).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, j) = s.api("POST", "/api/v1/runs/2/retry", &ot).await;
+    assert_eq!(st, StatusCode::OK, "{j}");
+    let (st, j) = s.api("GET", "/api/v1/runs/abc", &vt).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        j["error"].is_string(),
+        "a path that does not parse is answered in JSON"
+    );
     let (st, _) = s.api("GET", "/api/v1/runs/999", &vt).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
@@ -565,4 +573,41 @@ async fn exposure_refused_without_users_and_base_path_served() {
         StatusCode::OK
     );
     stop.cancel();
+}
+
+/// The API fuzzed from its own OpenAPI document by schemathesis (PyPI;
+/// `scripts/test` installs it): every operation, with generated valid and
+/// invalid inputs, must answer as the document says, never 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_holds_to_its_openapi_document_under_fuzzing() {
+    let s = site().await;
+    let token = access::create_api_token(&s.store, "fuzz", "otto")
+        .await
+        .unwrap();
+    let url = s.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("schemathesis")
+            .args(["run", &format!("{url}/api/v1/openapi.json"), "--url", &url])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["--checks", "all", "--max-examples", "25", "--seed", "13"])
+            .args(["--request-timeout", "10"])
+            .env("NO_COLOR", "1")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| {
+        panic!("schemathesis cannot start ({e}): pip install schemathesis (scripts/test does)")
+    });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
+    assert!(!report.contains(SECRET));
+    s.stop.cancel();
 }

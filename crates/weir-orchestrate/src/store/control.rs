@@ -21,6 +21,42 @@ async fn lock_run(tx: &mut DbTx, run: i64) -> Result<RunState, DbError> {
     Ok(RunState::parse(&r.text(0)).unwrap_or(RunState::Failed))
 }
 
+/// A task whose attempt runs, or whose cancelled attempt's worker may still
+/// be stopping it (its lease has not run out), is not to be touched.
+fn busy(
+    run: i64,
+    task: &str,
+    state: &str,
+    lease_until: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    if state == "running" {
+        return Err(DbError::Other(format!(
+            "task {task} of run {run} is running; cancel the run or wait for it"
+        )));
+    }
+    if lease_until.is_some_and(|t| t > ms(now)) {
+        return Err(DbError::Other(format!(
+            "task {task} of run {run} was cancelled and its worker may still be stopping it; try again in a few seconds"
+        )));
+    }
+    Ok(())
+}
+
+/// A run that gets tasks to do again runs (a queued run stays queued: the
+/// scheduler starts it within `max_active_runs`).
+async fn reopen(tx: &mut DbTx, run: i64, now: DateTime<Utc>) -> Result<(), DbError> {
+    tx.exec(
+        "UPDATE runs SET ended_at = NULL,
+             state = CASE WHEN state = 'queued' THEN 'queued' ELSE 'running' END,
+             started_at = CASE WHEN state = 'queued' THEN started_at ELSE coalesce(started_at, $2) END
+         WHERE id = $1",
+        params![run, ms(now)],
+    )
+    .await
+    .map(drop)
+}
+
 impl Store {
     /// Stop run `run`: its unfinished tasks fail (running attempts are
     /// recorded as cancelled; their workers lose the lease at the next
@@ -32,6 +68,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let reason = weir_config::scrub(reason).into_owned();
+        let dag = self.run_dag(run).await?;
         retrying(|| async {
             let mut tx = self.db.begin().await?;
             if lock_run(&mut tx, run).await?.is_done() {
@@ -43,15 +80,19 @@ impl Store {
                 params![run, ms(now), &reason],
             )
             .await?;
+            // The lease stays as it was: the worker still running an
+            // attempt learns of the cancel at its next heartbeat, and until
+            // the lease has run out the task cannot be cleared or marked
+            // (no second attempt beside the one being stopped).
             let n = tx
                 .exec(
-                    "UPDATE task_instances SET state = 'failed', lease_owner = NULL,
-                         lease_expires_at = NULL, next_try_at = NULL
+                    "UPDATE task_instances SET state = 'failed', next_try_at = NULL
                      WHERE run_id = $1
                        AND state NOT IN ('success', 'failed', 'skipped', 'upstream_failed')",
                     params![run],
                 )
                 .await?;
+            recompute(&mut tx, &dag, run).await?;
             tx.exec(
                 "UPDATE runs SET state = 'failed', ended_at = $2 WHERE id = $1",
                 params![run, ms(now)],
@@ -96,14 +137,12 @@ impl Store {
             for id in &ids {
                 let r = tx
                     .one(
-                        "SELECT state FROM task_instances WHERE run_id = $1 AND task_id = $2",
+                        "SELECT state, lease_expires_at FROM task_instances WHERE run_id = $1 AND task_id = $2",
                         params![run, *id],
                     )
                     .await?;
-                if r.is_some_and(|r| r.text(0) == "running") {
-                    return Err(DbError::Other(format!(
-                        "task {id} of run {run} is running; cancel the run or wait for it"
-                    )));
+                if let Some(r) = r {
+                    busy(run, id, &r.text(0), r.opt_int(1), now)?;
                 }
                 tx.exec(
                     "UPDATE task_instances SET state = 'pending', failures = 0, interruptions = 0,
@@ -114,12 +153,7 @@ impl Store {
                 .await?;
             }
             recompute(&mut tx, &dag, run).await?;
-            tx.exec(
-                "UPDATE runs SET state = 'running', ended_at = NULL, started_at = coalesce(started_at, $2)
-                 WHERE id = $1",
-                params![run, ms(now)],
-            )
-            .await?;
+            reopen(&mut tx, run, now).await?;
             end_run_if_done(&mut tx, run, now).await?;
             tx.commit().await?;
             Ok(ids.len())
@@ -158,18 +192,14 @@ impl Store {
             lock_run(&mut tx, run).await?;
             let Some(r) = tx
                 .one(
-                    "SELECT state, tries FROM task_instances WHERE run_id = $1 AND task_id = $2",
+                    "SELECT state, tries, lease_expires_at FROM task_instances WHERE run_id = $1 AND task_id = $2",
                     params![run, task],
                 )
                 .await?
             else {
                 return Err(DbError::Other(format!("run {run} has no task {task}")));
             };
-            if r.text(0) == "running" {
-                return Err(DbError::Other(format!(
-                    "task {task} of run {run} is running; cancel the run or wait for it"
-                )));
-            }
+            busy(run, task, &r.text(0), r.opt_int(2), now)?;
             let try_number = r.int(1) + 1;
             tx.exec(
                 "INSERT INTO attempts (run_id, task_id, try_number, state, started_at, ended_at,
@@ -199,11 +229,7 @@ impl Store {
                 }
             }
             recompute(&mut tx, &dag, run).await?;
-            tx.exec(
-                "UPDATE runs SET state = 'running', ended_at = NULL WHERE id = $1",
-                params![run],
-            )
-            .await?;
+            reopen(&mut tx, run, now).await?;
             end_run_if_done(&mut tx, run, now).await?;
             tx.commit().await?;
             Ok(())

@@ -55,6 +55,22 @@ pub enum StoreError {
     Invalid { at: String, message: String },
 }
 
+impl StoreError {
+    /// What the store refused to do as asked (a run in the wrong state, an
+    /// unknown task), as opposed to the store failing: said to the user as
+    /// it is. `None` for a failure of the database itself.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            StoreError::Invalid { message, .. } => Some(message),
+            StoreError::Db {
+                source: DbError::Other(m),
+                ..
+            } => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// The state of one task in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskState {

@@ -114,7 +114,10 @@ pub(super) const SQLITE: &[&str] = &[
         changed_by TEXT NOT NULL,
         changed_at INTEGER NOT NULL
     );
-    CREATE INDEX runs_by_interval ON runs (dag, interval_start);",
+    CREATE INDEX runs_by_interval ON runs (dag, interval_start);
+    CREATE INDEX attempts_failed_by_end ON attempts (ended_at) WHERE state = 'failed';
+    CREATE INDEX task_instances_running ON task_instances (run_id) WHERE state = 'running';
+    CREATE INDEX runs_by_end ON runs (ended_at);",
 ];
 
 pub(super) const POSTGRES: &[&str] = &[
@@ -228,7 +231,10 @@ pub(super) const POSTGRES: &[&str] = &[
         changed_by TEXT NOT NULL,
         changed_at BIGINT NOT NULL
     );
-    CREATE INDEX runs_by_interval ON runs (dag, interval_start);",
+    CREATE INDEX runs_by_interval ON runs (dag, interval_start);
+    CREATE INDEX attempts_failed_by_end ON attempts (ended_at) WHERE state = 'failed';
+    CREATE INDEX task_instances_running ON task_instances (run_id) WHERE state = 'running';
+    CREATE INDEX runs_by_end ON runs (ended_at);",
 ];
 
 pub(super) const MIGRATIONS: Migrations = Migrations {
