@@ -18,6 +18,7 @@ mod api;
 mod assets;
 mod auth;
 mod error;
+mod grid;
 mod live;
 mod logs;
 mod pages;

@@ -173,7 +173,9 @@ async fn run_page(
         &ui,
         "run.html",
         context! {
-            user => who(&p), run => ser(&detail), grid => ser(&grid), page => "runs",
+            grid => minijinja::Value::from_safe_string(crate::grid::html(&ui.config.base_path, &detail, &grid)),
+            user => who(&p), page => "runs",
+            run => context! { run => ser(&detail.run), stages => ser(&detail.stages), ntasks => detail.tasks.len() },
             graph => minijinja::Value::from_safe_string(graph),
             timeline => minijinja::Value::from_safe_string(timeline),
             toggles => ser(&toggles),

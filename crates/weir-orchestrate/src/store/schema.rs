@@ -117,7 +117,8 @@ pub(super) const SQLITE: &[&str] = &[
     CREATE INDEX runs_by_interval ON runs (dag, interval_start);
     CREATE INDEX attempts_failed_by_end ON attempts (ended_at) WHERE state = 'failed';
     CREATE INDEX task_instances_running ON task_instances (run_id) WHERE state = 'running';
-    CREATE INDEX runs_by_end ON runs (ended_at);",
+    CREATE INDEX runs_by_end ON runs (ended_at);
+    CREATE INDEX runs_by_dag_id ON runs (dag, id);",
 ];
 
 pub(super) const POSTGRES: &[&str] = &[
@@ -234,7 +235,8 @@ pub(super) const POSTGRES: &[&str] = &[
     CREATE INDEX runs_by_interval ON runs (dag, interval_start);
     CREATE INDEX attempts_failed_by_end ON attempts (ended_at) WHERE state = 'failed';
     CREATE INDEX task_instances_running ON task_instances (run_id) WHERE state = 'running';
-    CREATE INDEX runs_by_end ON runs (ended_at);",
+    CREATE INDEX runs_by_end ON runs (ended_at);
+    CREATE INDEX runs_by_dag_id ON runs (dag, id);",
 ];
 
 pub(super) const MIGRATIONS: Migrations = Migrations {
