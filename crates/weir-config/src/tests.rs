@@ -112,7 +112,7 @@ lake:
     row_group_size: 10
 "#,
         &[
-            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse, transform, orchestrate)",
+            "2:1 colour: unknown key `colour` (expected one of: name, source, lake, warehouse, transform, orchestrate, ui)",
             "5:10 source.postgres.url: environment variable `NOT_SET` is not set",
             "6:5 source.postgres.shema: unknown key `shema` (expected one of: url, schema)",
             "9:15 source.tables[0].cursor: expected a string, found a list",
@@ -364,4 +364,27 @@ fn history_commands_read_the_project_without_source_variables() {
     let text = "name: x\norchestrate:\n  metadata: \"${NOT_SET_FOR_HISTORY}\"\n";
     std::fs::write(dir.path().join(PROJECT_FILE), text).unwrap();
     assert!(Project::load_for_history(dir.path()).is_err());
+}
+
+#[test]
+fn the_ui_section_is_read_and_checked() {
+    let env = |_: &str| None;
+    let p = Project::parse(Path::new("/p"), Path::new("/p/weir.yml"), "name: x\n", &env).unwrap();
+    assert_eq!(p.ui.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(p.ui.base_path, "");
+    let text =
+        "name: x\nui:\n  listen: 0.0.0.0:9000\n  base_path: /weir/\n  secure_cookies: true\n";
+    let p = Project::parse(Path::new("/p"), Path::new("/p/weir.yml"), text, &env).unwrap();
+    assert_eq!(p.ui.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(p.ui.base_path, "/weir");
+    assert!(p.ui.secure_cookies);
+    let text = "name: x\nui:\n  listen: localhost\n  base_path: /we ir/../x\n";
+    let err = Project::parse(Path::new("/p"), Path::new("/p/weir.yml"), text, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/p/weir.yml:3:11: ui.listen: `localhost` is not an address and port"),
+        "{err}"
+    );
+    assert!(err.contains("/p/weir.yml:4:14: ui.base_path:"), "{err}");
 }
