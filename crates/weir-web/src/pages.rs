@@ -214,13 +214,25 @@ async fn attempt_page(
     let all = ui.store.attempt_summaries(id, Some(&task)).await?;
     let log = log_page(&ui, id, &a, q.offset, q.len).await;
     let tries: Vec<u32> = all.iter().map(|a| a.try_number).collect();
+    // What the task handed downstream: an extract's lake run and snapshot, a
+    // load's lake run, rows and rejected rows.
+    let output = ui
+        .store
+        .tasks(id)
+        .await?
+        .into_iter()
+        .find(|t| t.task_id == task)
+        .and_then(|t| t.output)
+        .map(|o| {
+            weir_config::scrub(&serde_json::to_string_pretty(&o).unwrap_or_default()).into_owned()
+        });
     Ok(render(
         &ui,
         "attempt.html",
         context! {
             user => who(&p), page => "runs", attempt => ser(&views::attempt_view(id, &a)),
             log => ser(&log), tries => tries, task_enc => enc(&task),
-            running => a.state == "running",
+            running => a.state == "running", output => output,
         },
     )?
     .into_response())

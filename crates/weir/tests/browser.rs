@@ -238,6 +238,22 @@ async fn the_ui_in_chromium() {
         .contains("3"));
     shot(&c, "attempt-failed").await;
 
+    // An extract's page shows what it handed on: its lake run and snapshot.
+    c.goto(&format!("{run_url}/tasks/extract.olist_orders/0"))
+        .await
+        .unwrap();
+    let output = c
+        .find(Locator::Css("#output"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        output.contains("lake_run") && output.contains("snapshot"),
+        "{output}"
+    );
+
     // Fix the cause and retry: the run succeeds, seen live.
     std::fs::write(&gate, "").unwrap();
     c.goto(&run_url).await.unwrap();
