@@ -86,8 +86,8 @@ fn api<T>(r: Result<T, WebError>) -> Result<T, WebError> {
 
 /// Create a manual run of the DAG, as the page's Trigger button does.
 pub async fn trigger_run(ui: &Ui, p: &Principal) -> Result<i64, WebError> {
-    let id = runs::create_manual(&ui.store, &ui.dag, &ui.ws.config).await?;
-    ui.store
+    let id = runs::create_manual(ui.store(), &ui.dag, &ui.ws.config).await?;
+    ui.store()
         .audit(
             &p.user.name,
             "trigger",
@@ -102,8 +102,8 @@ pub async fn trigger_run(ui: &Ui, p: &Principal) -> Result<i64, WebError> {
 
 /// Queue a run's failed and skipped tasks again, as `weir retry` does.
 pub async fn retry_run(ui: &Ui, p: &Principal, id: i64) -> Result<usize, WebError> {
-    let r = runs::retry(&ui.store, id).await?;
-    ui.store
+    let r = runs::retry(ui.store(), id).await?;
+    ui.store()
         .audit(
             &p.user.name,
             "retry",

@@ -72,17 +72,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The caller, if signed in (a session) or holding an API token.
 pub async fn principal(ui: &Ui, headers: &HeaderMap) -> Result<Option<Principal>, WebError> {
     if let Some(t) = bearer(headers) {
-        return Ok(access::token_user(&ui.store, t)
+        return Ok(access::token_user(ui.store(), t)
             .await?
             .map(|user| Principal { user, csrf: None }));
     }
     let Some(token) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    Ok(access::session(&ui.store, token).await?.map(|s| Principal {
-        user: s.user,
-        csrf: Some(s.csrf),
-    }))
+    Ok(access::session(ui.store(), token)
+        .await?
+        .map(|s| Principal {
+            user: s.user,
+            csrf: Some(s.csrf),
+        }))
 }
 
 /// The caller with at least `role`; a signed-out browser goes to the login page.
@@ -244,7 +246,7 @@ pub async fn login(
         let _permit = ui.limiter.checks.acquire().await.map_err(|_| {
             WebError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
         })?;
-        access::verify_login(&ui.store, &f.user, &f.password).await?
+        access::verify_login(ui.store(), &f.user, &f.password).await?
     };
     let Some(user) = verified else {
         let shown: String = f.user.chars().take(64).collect();
@@ -257,8 +259,8 @@ pub async fn login(
         );
     };
     ui.limiter.succeeded(&keys);
-    let (token, _) = access::start_session(&ui.store, &user, Utc::now()).await?;
-    ui.store
+    let (token, _) = access::start_session(ui.store(), &user, Utc::now()).await?;
+    ui.store()
         .audit(
             &user.name,
             "sign in",
@@ -292,7 +294,7 @@ pub async fn logout(
     let p = require(&ui, &headers, Role::Viewer).await?;
     p.check_csrf(f.csrf.as_deref())?;
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        access::end_session(&ui.store, token).await?;
+        access::end_session(ui.store(), token).await?;
     }
     let mut r = Redirect::to(&format!("{}/login", ui.config.base_path)).into_response();
     r.headers_mut()

@@ -11,7 +11,7 @@
 //!   CSRF tokens on every form, bearer tokens for the API, rate-limited logins;
 //! - [`live`]: server-sent events for states and log tails.
 //!
-//! The UI never blocks the scheduler: it opens its own store connection,
+//! The UI never blocks the scheduler: it opens its own store connections,
 //! and every query it makes is bounded by a page size.
 
 mod api;
@@ -40,14 +40,30 @@ pub use error::WebError;
 /// Everything a request handler can reach.
 pub struct Ui {
     pub ws: Workspace,
-    /// The UI's own connection to the metadata store.
-    pub store: Arc<Store>,
+    /// The UI's own connections to the metadata store, used in turn, so
+    /// concurrent pages read side by side (SQLite in WAL mode lets readers
+    /// run beside each other and beside the scheduler's writer).
+    stores: Vec<Arc<Store>>,
+    next_store: std::sync::atomic::AtomicUsize,
     /// The pipeline's DAG as this process loaded it: what a triggered run runs.
     pub dag: Arc<Dag>,
     pub config: UiConfig,
     templates: minijinja::Environment<'static>,
     limiter: auth::Limiter,
     changes: tokio::sync::watch::Receiver<String>,
+}
+
+/// Connections the UI keeps to the metadata store.
+const STORE_CONNECTIONS: usize = 2;
+
+impl Ui {
+    /// A connection to the store for one request.
+    pub fn store(&self) -> &Arc<Store> {
+        let i = self
+            .next_store
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.stores[i % self.stores.len()]
+    }
 }
 
 /// Why the UI cannot start.
@@ -128,11 +144,16 @@ impl Server {
             source,
         })?;
         let changes = live::watch_changes(store.clone());
+        let mut stores = vec![store];
+        for _ in 1..STORE_CONNECTIONS {
+            stores.push(ws.store().await?);
+        }
         let url = format!("http://{addr}{}/", config.base_path);
         let base = config.base_path.clone();
         let ui = Arc::new(Ui {
             ws,
-            store,
+            stores,
+            next_store: std::sync::atomic::AtomicUsize::new(0),
             dag,
             config,
             templates: pages::templates(),

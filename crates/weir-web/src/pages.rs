@@ -130,7 +130,7 @@ async fn run_page(
     let p = auth::require(&ui, &headers, Role::Viewer).await?;
     let (detail, attempts) = views::run_detail(&ui, id).await?;
     let grid = views::grid(&ui, &detail).await?;
-    let dag = ui.store.run_dag(id).await?;
+    let dag = ui.store().run_dag(id).await?;
     let states: BTreeMap<String, String> = detail
         .tasks
         .iter()
@@ -211,13 +211,13 @@ async fn attempt_page(
 ) -> Result<Response, WebError> {
     let p = auth::require(&ui, &headers, Role::Viewer).await?;
     let a = views::attempt(&ui, id, &task, try_number).await?;
-    let all = ui.store.attempt_summaries(id, Some(&task)).await?;
+    let all = ui.store().attempt_summaries(id, Some(&task)).await?;
     let log = log_page(&ui, id, &a, q.offset, q.len).await;
     let tries: Vec<u32> = all.iter().map(|a| a.try_number).collect();
     // What the task handed downstream: an extract's lake run and snapshot, a
     // load's lake run, rows and rejected rows.
     let output = ui
-        .store
+        .store()
         .tasks(id)
         .await?
         .into_iter()
@@ -266,7 +266,7 @@ pub async fn log_page(
         }
     }
     let full = ui
-        .store
+        .store()
         .attempts(run, Some(&a.task_id))
         .await
         .ok()?
@@ -299,7 +299,7 @@ async fn tail(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(q.offset, |o| o.max(q.offset));
-    let store = ui.store.clone();
+    let store = ui.store().clone();
     let try_number = a.try_number;
     Ok(live::tail(path, offset, move || {
         let store = store.clone();
@@ -329,7 +329,7 @@ async fn audit(
     Query(q): Query<BeforeQuery>,
 ) -> Result<Response, WebError> {
     let p = auth::require(&ui, &headers, Role::Viewer).await?;
-    let entries = ui.store.audit_log(100, q.before).await?;
+    let entries = ui.store().audit_log(100, q.before).await?;
     let older = (entries.len() == 100)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
@@ -402,8 +402,8 @@ async fn cancel(
 ) -> Result<Response, WebError> {
     let p = operator(&ui, &headers, &f).await?;
     let reason = format!("cancelled by {}", p.user.name);
-    let n = ui.store.cancel_run(id, &reason, Utc::now()).await?;
-    ui.store
+    let n = ui.store().cancel_run(id, &reason, Utc::now()).await?;
+    ui.store()
         .audit(
             &p.user.name,
             "cancel",
@@ -423,8 +423,8 @@ async fn clear(
     Form(f): Form<ActionForm>,
 ) -> Result<Response, WebError> {
     let p = operator(&ui, &headers, &f).await?;
-    let n = ui.store.clear_task(id, &task, Utc::now()).await?;
-    ui.store
+    let n = ui.store().clear_task(id, &task, Utc::now()).await?;
+    ui.store()
         .audit(
             &p.user.name,
             "clear",
@@ -455,7 +455,7 @@ async fn mark(
             "say why the task is marked (a reason)",
         ));
     }
-    ui.store
+    ui.store()
         .mark_task(id, &task, success, &p.user.name, reason, Utc::now())
         .await?;
     let what = if success {
@@ -463,7 +463,7 @@ async fn mark(
     } else {
         "mark failed"
     };
-    ui.store
+    ui.store()
         .audit(
             &p.user.name,
             what,
@@ -522,8 +522,8 @@ async fn backfill_create(
     p.check_csrf(f.csrf.as_deref())?;
     let (from, to) = (f.from.unwrap_or_default(), f.to.unwrap_or_default());
     let plan = backfill::plan(&ui.ws, &from, &to, BACKFILL_MAX)?;
-    let ids = backfill::enqueue(&ui.ws, &ui.store, &ui.dag, &plan).await?;
-    ui.store
+    let ids = backfill::enqueue(&ui.ws, ui.store(), &ui.dag, &plan).await?;
+    ui.store()
         .audit(
             &p.user.name,
             "backfill",
@@ -548,10 +548,10 @@ async fn schedule(
         "resume" => false,
         _ => return Err(WebError::not_found("the schedule can be paused or resumed")),
     };
-    ui.store
+    ui.store()
         .set_paused(&ui.dag.name, paused, &p.user.name, Utc::now())
         .await?;
-    ui.store
+    ui.store()
         .audit(
             &p.user.name,
             if paused { "pause" } else { "resume" },

@@ -108,14 +108,14 @@ pub async fn runs_page(ui: &Ui, q: &RunsQuery) -> Result<RunsPage, WebError> {
         )));
     }
     let mut rows = ui
-        .store
+        .store()
         .runs_page(&filter, PER_PAGE + 1, (page - 1) * PER_PAGE)
         .await?;
     let has_next = rows.len() > PER_PAGE;
     rows.truncate(PER_PAGE);
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut counts = ui.store.task_counts(&ids).await?;
-    let someone = ui.ws.someone_runs(&ui.store);
+    let mut counts = ui.store().task_counts(&ids).await?;
+    let someone = ui.ws.someone_runs(ui.store());
     Ok(RunsPage {
         runs: rows
             .iter()
@@ -156,12 +156,12 @@ pub struct RunDetail {
 }
 
 pub async fn run_detail(ui: &Ui, id: i64) -> Result<(RunDetail, Vec<AttemptRow>), WebError> {
-    let Some(r) = ui.store.run(id).await? else {
+    let Some(r) = ui.store().run(id).await? else {
         return Err(WebError::not_found(format!("there is no run {id}")));
     };
-    let dag = ui.store.run_dag(id).await?;
-    let tasks = ui.store.tasks(id).await?;
-    let attempts = ui.store.attempt_summaries(id, None).await?;
+    let dag = ui.store().run_dag(id).await?;
+    let tasks = ui.store().tasks(id).await?;
+    let attempts = ui.store().attempt_summaries(id, None).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for t in &tasks {
         *counts.entry(t.state.as_str().to_owned()).or_default() += 1;
@@ -197,7 +197,7 @@ pub async fn run_detail(ui: &Ui, id: i64) -> Result<(RunDetail, Vec<AttemptRow>)
     let stages = runs::stages_of(&attempts);
     Ok((
         RunDetail {
-            run: summary(&r, ui.ws.someone_runs(&ui.store), counts),
+            run: summary(&r, ui.ws.someone_runs(ui.store()), counts),
             stages,
             tasks: views,
         },
@@ -222,12 +222,12 @@ pub struct GridRow {
 
 pub async fn grid(ui: &Ui, detail: &RunDetail) -> Result<Grid, WebError> {
     let cols = ui
-        .store
+        .store()
         .runs_before(&detail.run.dag, detail.run.id, GRID_RUNS)
         .await?;
     let ids: Vec<i64> = cols.iter().map(|r| r.id).collect();
     let mut cells: BTreeMap<(i64, String), (String, u32)> = BTreeMap::new();
-    for c in ui.store.cells(&ids).await? {
+    for c in ui.store().cells(&ids).await? {
         cells.insert(
             (c.run_id, c.task_id),
             (c.state.as_str().to_owned(), c.tries),
@@ -245,7 +245,7 @@ pub async fn grid(ui: &Ui, detail: &RunDetail) -> Result<Grid, WebError> {
                 .collect(),
         })
         .collect();
-    let someone = ui.ws.someone_runs(&ui.store);
+    let someone = ui.ws.someone_runs(ui.store());
     Ok(Grid {
         runs: cols
             .iter()
@@ -303,7 +303,7 @@ pub async fn attempt(
     task: &str,
     try_number: u32,
 ) -> Result<AttemptRow, WebError> {
-    let all = ui.store.attempt_summaries(run, Some(task)).await?;
+    let all = ui.store().attempt_summaries(run, Some(task)).await?;
     let found = if try_number == 0 {
         all.into_iter().max_by_key(|a| a.try_number)
     } else {
@@ -363,17 +363,17 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
     let dag = ui.dag.name.clone();
     let now = Utc::now();
     let last = ui
-        .store
+        .store()
         .runs_page(&RunFilter::default(), 1, 0)
         .await?
         .into_iter()
         .next();
     let last_run = match last {
         Some(r) => {
-            let mut c = ui.store.task_counts(&[r.id]).await?;
+            let mut c = ui.store().task_counts(&[r.id]).await?;
             Some(summary(
                 &r,
-                ui.ws.someone_runs(&ui.store),
+                ui.ws.someone_runs(ui.store()),
                 c.remove(&r.id).unwrap_or_default(),
             ))
         }
@@ -386,7 +386,7 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
         .and_then(|s| s.next_due_at(now))
         .map(ts);
     let failures = ui
-        .store
+        .store()
         .failures_since(now - chrono::Duration::days(1), 20)
         .await?
         .into_iter()
@@ -409,7 +409,7 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
         })
         .collect();
     let running = ui
-        .store
+        .store()
         .running_tasks(50)
         .await?
         .into_iter()
@@ -426,7 +426,7 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
             .schedule
             .clone()
             .unwrap_or_else(|| "none (manual runs only)".to_owned()),
-        paused: ui.store.is_paused(&dag).await?,
+        paused: ui.store().is_paused(&dag).await?,
         dag,
         next_due,
         last_run,
@@ -439,6 +439,6 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
             .as_ref()
             .map(|s| format!("PostgreSQL {} schema {}", s.url.redacted(), s.schema)),
         warehouse: describe_warehouse(&ui.ws.project.warehouse.target),
-        metadata: ui.store.describe(),
+        metadata: ui.store().describe(),
     })
 }
