@@ -226,3 +226,74 @@ pub fn timeline(
     s.push_str("</svg>");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_orchestrate::dag::{Task, TaskKind};
+
+    /// A 500-task DAG shaped like a big dbt project: 20 tables extracted and
+    /// loaded, 230 models in chains, 230 tests on them.
+    fn big_dag() -> Dag {
+        let mut tasks = vec![Task::new("start", TaskKind::Empty)];
+        for i in 0..20 {
+            tasks.push(Task::new(format!("extract.t{i}"), TaskKind::Empty).after(["start"]));
+            tasks.push(
+                Task::new(format!("load.t{i}"), TaskKind::Empty).after([format!("extract.t{i}")]),
+            );
+        }
+        for i in 0..230 {
+            let up = if i < 20 {
+                format!("load.t{i}")
+            } else {
+                format!("model.p.m{}", i - 20)
+            };
+            tasks.push(Task::new(format!("model.p.m{i}"), TaskKind::Empty).after([up]));
+            tasks.push(
+                Task::new(format!("test.p.t{i}"), TaskKind::Empty).after([format!("model.p.m{i}")]),
+            );
+        }
+        tasks.push(
+            Task::new("end", TaskKind::Empty).after((0..230).map(|i| format!("test.p.t{i}"))),
+        );
+        Dag::new("big", tasks, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn a_500_task_graph_renders_and_folds_its_groups() {
+        let dag = big_dag();
+        assert_eq!(dag.tasks.len(), 502);
+        let states = BTreeMap::from([("test.p.t7".to_owned(), "failed".to_owned())]);
+        let link = |t: &str| format!("/t/{t}");
+        let t = std::time::Instant::now();
+        let full = graph(&dag, &states, &BTreeSet::new(), &link);
+        let elapsed = t.elapsed();
+        assert_eq!(full.matches("<rect class=\"node").count(), 502);
+        let folded = graph(&dag, &states, &BTreeSet::from(["test".to_owned()]), &link);
+        assert_eq!(folded.matches("<rect class=\"node").count(), 502 - 230 + 1);
+        assert!(folded.contains("test (230 tasks)"));
+        // The folded group shows its worst state.
+        assert!(folded.contains(r#"class="node s-failed""#));
+        assert!(
+            folded.len() < full.len() * 2 / 3,
+            "{} vs {}",
+            folded.len(),
+            full.len()
+        );
+        eprintln!("500-task graph: {} KB in {elapsed:?}", full.len() / 1024);
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let dag = Dag::new(
+            "x",
+            vec![Task::new("model.<script>", TaskKind::Empty)],
+            Vec::new(),
+        )
+        .unwrap();
+        let s = graph(&dag, &BTreeMap::new(), &BTreeSet::new(), &|t| {
+            format!("/t/{t}\"x")
+        });
+        assert!(!s.contains("<script>") && s.contains("&lt;script&gt;") && s.contains("&quot;x"));
+    }
+}
