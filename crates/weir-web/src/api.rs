@@ -84,35 +84,40 @@ fn api<T>(r: Result<T, WebError>) -> Result<T, WebError> {
     r.map_err(WebError::for_api)
 }
 
+/// Record in the audit log that `p` did `action` (now).
+pub async fn audit(
+    ui: &Ui,
+    p: &Principal,
+    action: &str,
+    run: Option<i64>,
+    task: Option<&str>,
+    detail: &str,
+) -> Result<(), WebError> {
+    Ok(ui
+        .store()
+        .audit(&p.user.name, action, run, task, detail, Utc::now())
+        .await?)
+}
+
 /// Create a manual run of the DAG, as the page's Trigger button does.
 pub async fn trigger_run(ui: &Ui, p: &Principal) -> Result<i64, WebError> {
     let id = runs::create_manual(ui.store(), &ui.dag, &ui.ws.config).await?;
-    ui.store()
-        .audit(
-            &p.user.name,
-            "trigger",
-            Some(id),
-            None,
-            "manual run",
-            Utc::now(),
-        )
-        .await?;
+    audit(ui, p, "trigger", Some(id), None, "manual run").await?;
     Ok(id)
 }
 
 /// Queue a run's failed and skipped tasks again, as `weir retry` does.
 pub async fn retry_run(ui: &Ui, p: &Principal, id: i64) -> Result<usize, WebError> {
     let r = runs::retry(ui.store(), id).await?;
-    ui.store()
-        .audit(
-            &p.user.name,
-            "retry",
-            Some(id),
-            None,
-            &format!("{} task(s) queued", r.reset),
-            Utc::now(),
-        )
-        .await?;
+    audit(
+        ui,
+        p,
+        "retry",
+        Some(id),
+        None,
+        &format!("{} task(s) queued", r.reset),
+    )
+    .await?;
     Ok(r.reset)
 }
 

@@ -210,10 +210,10 @@ async fn attempt_page(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, WebError> {
     let p = auth::require(&ui, &headers, Role::Viewer).await?;
-    let a = views::attempt(&ui, id, &task, try_number).await?;
     let all = ui.store().attempt_summaries(id, Some(&task)).await?;
-    let log = log_page(&ui, id, &a, q.offset, q.len).await;
     let tries: Vec<u32> = all.iter().map(|a| a.try_number).collect();
+    let a = views::pick(all, id, &task, try_number)?;
+    let log = log_page(&ui, id, &a, q.offset, q.len).await;
     // What the task handed downstream: an extract's lake run and snapshot, a
     // load's lake run, rows and rejected rows.
     let output = ui
@@ -403,16 +403,15 @@ async fn cancel(
     let p = operator(&ui, &headers, &f).await?;
     let reason = format!("cancelled by {}", p.user.name);
     let n = ui.store().cancel_run(id, &reason, Utc::now()).await?;
-    ui.store()
-        .audit(
-            &p.user.name,
-            "cancel",
-            Some(id),
-            None,
-            &format!("{n} task(s) stopped"),
-            Utc::now(),
-        )
-        .await?;
+    crate::api::audit(
+        &ui,
+        &p,
+        "cancel",
+        Some(id),
+        None,
+        &format!("{n} task(s) stopped"),
+    )
+    .await?;
     Ok(back_to(&ui, &format!("/runs/{id}")))
 }
 
@@ -424,16 +423,15 @@ async fn clear(
 ) -> Result<Response, WebError> {
     let p = operator(&ui, &headers, &f).await?;
     let n = ui.store().clear_task(id, &task, Utc::now()).await?;
-    ui.store()
-        .audit(
-            &p.user.name,
-            "clear",
-            Some(id),
-            Some(&task),
-            &format!("{n} task(s) to run again"),
-            Utc::now(),
-        )
-        .await?;
+    crate::api::audit(
+        &ui,
+        &p,
+        "clear",
+        Some(id),
+        Some(&task),
+        &format!("{n} task(s) to run again"),
+    )
+    .await?;
     Ok(back_to(&ui, &format!("/runs/{id}")))
 }
 
@@ -463,16 +461,7 @@ async fn mark(
     } else {
         "mark failed"
     };
-    ui.store()
-        .audit(
-            &p.user.name,
-            what,
-            Some(id),
-            Some(&task),
-            reason,
-            Utc::now(),
-        )
-        .await?;
+    crate::api::audit(&ui, &p, what, Some(id), Some(&task), reason).await?;
     Ok(back_to(&ui, &format!("/runs/{id}")))
 }
 
@@ -523,16 +512,15 @@ async fn backfill_create(
     let (from, to) = (f.from.unwrap_or_default(), f.to.unwrap_or_default());
     let plan = backfill::plan(&ui.ws, &from, &to, BACKFILL_MAX)?;
     let ids = backfill::enqueue(&ui.ws, ui.store(), &ui.dag, &plan).await?;
-    ui.store()
-        .audit(
-            &p.user.name,
-            "backfill",
-            None,
-            None,
-            &format!("{from} to {to}: {} run(s) queued", ids.len()),
-            Utc::now(),
-        )
-        .await?;
+    crate::api::audit(
+        &ui,
+        &p,
+        "backfill",
+        None,
+        None,
+        &format!("{from} to {to}: {} run(s) queued", ids.len()),
+    )
+    .await?;
     Ok(back_to(&ui, "/runs?state=queued"))
 }
 
@@ -551,15 +539,14 @@ async fn schedule(
     ui.store()
         .set_paused(&ui.dag.name, paused, &p.user.name, Utc::now())
         .await?;
-    ui.store()
-        .audit(
-            &p.user.name,
-            if paused { "pause" } else { "resume" },
-            None,
-            None,
-            &ui.dag.name,
-            Utc::now(),
-        )
-        .await?;
+    crate::api::audit(
+        &ui,
+        &p,
+        if paused { "pause" } else { "resume" },
+        None,
+        None,
+        &ui.dag.name,
+    )
+    .await?;
     Ok(back_to(&ui, "/"))
 }

@@ -304,6 +304,16 @@ pub async fn attempt(
     try_number: u32,
 ) -> Result<AttemptRow, WebError> {
     let all = ui.store().attempt_summaries(run, Some(task)).await?;
+    pick(all, run, task, try_number)
+}
+
+/// Attempt `try_number` (the newest when 0) out of a task's attempts.
+pub fn pick(
+    all: Vec<AttemptRow>,
+    run: i64,
+    task: &str,
+    try_number: u32,
+) -> Result<AttemptRow, WebError> {
     let found = if try_number == 0 {
         all.into_iter().max_by_key(|a| a.try_number)
     } else {
