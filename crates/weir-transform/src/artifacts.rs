@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::graph::children;
 use crate::project::{Project, ResourceType};
-use crate::run::{dialect, write_file, Command, RunSummary};
+use crate::run::{dialect, target_file, write_file, Command, RunSummary};
 
 /// `target/run_results.json` in dbt's shape (schema v6).
 pub(crate) fn write_run_results(project: &Project, s: &RunSummary, command: Command) {
@@ -49,6 +49,16 @@ pub(crate) fn write_run_results(project: &Project, s: &RunSummary, command: Comm
         &project.target_path.join("run_results.json"),
         &serde_json::to_string_pretty(&doc).unwrap_or_default(),
     );
+}
+
+/// Where the node's compiled SQL is written, from the project folder (dbt's
+/// `compiled_path`).
+fn compiled_path(project: &Project, n: &crate::project::Node) -> String {
+    let f = target_file(project, "compiled", n);
+    f.strip_prefix(&project.dir)
+        .unwrap_or(&f)
+        .display()
+        .to_string()
 }
 
 /// A node's config with dbt's `materialized` for seeds and tests, which
@@ -98,6 +108,17 @@ pub fn write_manifest(project: &Project) {
                 "config": config_with_defaults(n),
                 "tags": n.tags(),
                 "raw_code": n.raw_sql,
+                "description": n.description,
+                "columns": n.columns.iter().map(|c| (c.name.clone(), json!({
+                    "name": c.name,
+                    "description": c.description,
+                    "data_type": c.data_type,
+                    "meta": {},
+                    "tags": [],
+                    "constraints": [],
+                    "quote": null,
+                }))).collect::<serde_json::Map<String, Value>>(),
+                "compiled_path": (n.resource_type != ResourceType::Seed).then(|| compiled_path(project, n)),
                 "language": "sql",
                 "depends_on": { "nodes": n.depends_on, "macros": [] },
                 "test_metadata": n.generic.as_ref().map(|g| json!({

@@ -26,9 +26,10 @@ use std::path::PathBuf;
 
 pub use artifacts::write_manifest;
 pub use graph::{select, Selector};
-pub use project::{load_project, Node, Project, ProjectOptions, ResourceType, Target};
+pub use project::{load_project, Column, Node, Project, ProjectOptions, ResourceType, Target};
 pub use run::{
-    execute, plan, prepare, run_one, Command, NodeResult, RunOptions, RunSummary, Status,
+    execute, plan, prepare, run_one, target_file, Command, NodeResult, RunOptions, RunSummary,
+    Status,
 };
 
 /// Read a YAML text (dbt's files, `--vars`) as a JSON value.

@@ -59,6 +59,18 @@ pub struct Node {
     pub schema: String,
     pub alias: String,
     pub generic: Option<GenericTest>,
+    /// `description:` from the node's property file.
+    pub description: String,
+    /// `columns:` from the node's property file, in its order.
+    pub columns: Vec<Column>,
+}
+
+/// A column a property file documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub description: String,
+    pub data_type: Option<String>,
 }
 
 impl Node {
@@ -284,6 +296,8 @@ fn tree_config(tree: &Value, fqn: &[String]) -> Map<String, Value> {
 struct Properties {
     config: Map<String, Value>,
     tests: Vec<(Option<String>, Value, PathBuf)>,
+    description: String,
+    columns: Vec<Column>,
 }
 
 /// Read the project in `dir`: parse every file, render every node once to
@@ -438,6 +452,14 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                         for t in tests_of(m) {
                             p.tests.push((None, t, f.clone()));
                         }
+                        let text = |v: &Value, key: &str| {
+                            v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
+                        };
+                        // A model described in two files keeps what either says.
+                        let description = text(m, "description");
+                        if !description.is_empty() {
+                            p.description = description;
+                        }
                         for c in m
                             .get("columns")
                             .and_then(Value::as_array)
@@ -445,6 +467,19 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                             .flatten()
                         {
                             let col = c.get("name").and_then(Value::as_str).map(str::to_owned);
+                            if let Some(n) = col
+                                .as_ref()
+                                .filter(|n| !p.columns.iter().any(|c| &c.name == *n))
+                            {
+                                p.columns.push(Column {
+                                    name: n.clone(),
+                                    description: text(c, "description"),
+                                    data_type: c
+                                        .get("data_type")
+                                        .and_then(Value::as_str)
+                                        .map(str::to_owned),
+                                });
+                            }
                             for t in tests_of(c) {
                                 p.tests.push((col.clone(), t, f.clone()));
                             }
@@ -564,9 +599,11 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                 };
                 let (stem, fqn) = name_and_fqn(&name, mp, &f);
                 let mut config = tree_config(tree, &fqn);
+                let mut documented = (String::new(), Vec::new());
                 if let Some(p) = props.get(&stem) {
                     if rtype == ResourceType::Model {
                         merge_config(&mut config, &p.config);
+                        documented = (p.description.clone(), p.columns.clone());
                     }
                 }
                 let node = Node {
@@ -581,6 +618,8 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                     schema: String::new(),
                     alias: String::new(),
                     generic: None,
+                    description: documented.0,
+                    columns: documented.1,
                 };
                 match renderer.parse_node(&node) {
                     Ok(captured) => parsed.push((node, captured)),
@@ -593,8 +632,10 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
         for f in files(dir, sp, "csv") {
             let (stem, fqn) = name_and_fqn(&name, sp, &f);
             let mut config = tree_config(&seeds_tree, &fqn);
+            let mut documented = (String::new(), Vec::new());
             if let Some(p) = props.get(&stem) {
                 merge_config(&mut config, &p.config);
+                documented = (p.description.clone(), p.columns.clone());
             }
             parsed.push((
                 Node {
@@ -609,6 +650,8 @@ pub fn load_project(dir: &Path, opts: &ProjectOptions) -> Result<Project, Proble
                     schema: String::new(),
                     alias: String::new(),
                     generic: None,
+                    description: documented.0,
+                    columns: documented.1,
                 },
                 crate::render::Captured::default(),
             ));
@@ -925,6 +968,8 @@ fn generic_test(
             column,
             args,
         }),
+        description: String::new(),
+        columns: Vec::new(),
     })
 }
 

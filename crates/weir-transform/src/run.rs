@@ -220,7 +220,9 @@ fn arrow_text(a: &dyn arrow::array::Array, row: usize) -> String {
         .unwrap_or_default()
 }
 
-fn target_file(project: &Project, kind: &str, node: &Node) -> std::path::PathBuf {
+/// Where a node's SQL of `kind` (`compiled`, `run`) is written, as dbt
+/// writes it: `target/compiled/<project>/models/orders.sql`.
+pub fn target_file(project: &Project, kind: &str, node: &Node) -> std::path::PathBuf {
     let rel = if node.generic.is_some() {
         std::path::PathBuf::from(format!("{}.sql", node.name))
     } else {
