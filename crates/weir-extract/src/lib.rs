@@ -50,6 +50,9 @@ pub struct ExtractOptions {
     /// exporting one: the pipeline's per-table extract tasks share their
     /// run's snapshot this way.
     pub snapshot: Option<SnapshotRef>,
+    /// Incremental tables are read whole (up to a new high-water mark), as
+    /// if never extracted before: a full refresh's first half.
+    pub full_refresh: bool,
 }
 
 /// Told about the run as it goes (progress bars, logs).
@@ -439,7 +442,11 @@ async fn plan(
         .await?;
         let (incremental, inc_filter) = match &cfg.cursor {
             Some(cursor) => {
-                let prev = previous_mark(lake, &info.name, cursor).await?;
+                let prev = if opts.full_refresh {
+                    None
+                } else {
+                    previous_mark(lake, &info.name, cursor).await?
+                };
                 let b = incremental_bounds(
                     snapshot.client(),
                     &info,

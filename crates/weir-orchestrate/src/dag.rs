@@ -3,7 +3,7 @@
 //! cycles are all reported together) and stored with every run, so a run is
 //! resumed or retried with the DAG it started with even after weir.yml changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,12 +96,97 @@ impl Task {
     }
 }
 
+/// What a run was asked to do beyond the DAG's defaults (the UI's Trigger,
+/// the API, `weir run --full-refresh --tables T --select S`). The tables and
+/// the selector have already shaped the run's DAG; they are kept to show
+/// them, and `full_refresh` (and, for a one-task transform, `select`) is read
+/// by the tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunParams {
+    /// Loads replace their tables, incremental dbt models are rebuilt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_refresh: bool,
+    /// Only these source tables are extracted and loaded (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Only the dbt nodes this selector picks are built (dbt's `--select`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<String>,
+}
+
+impl RunParams {
+    /// Parameters as a person types them: tables separated by commas or
+    /// spaces (each named once, sorted, so `b,a` asks what `a,b` asks), a
+    /// selector with its spaces tidied, blank fields meaning "all".
+    pub fn new<'a>(
+        full_refresh: bool,
+        tables: impl IntoIterator<Item = &'a str>,
+        select: Option<&str>,
+    ) -> RunParams {
+        let mut names: Vec<String> = Vec::new();
+        for t in tables
+            .into_iter()
+            .flat_map(|t| t.split(|c: char| c == ',' || c.is_whitespace()))
+            .filter(|t| !t.is_empty())
+        {
+            if !names.iter().any(|n| n == t) {
+                names.push(t.to_owned());
+            }
+        }
+        names.sort();
+        let select = select
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|s| !s.is_empty());
+        RunParams {
+            full_refresh,
+            tables: names,
+            select,
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        self == &RunParams::default()
+    }
+
+    /// `full refresh, tables customers orders, select +fct_orders`, or `""`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.full_refresh {
+            parts.push("full refresh".to_owned());
+        }
+        if !self.tables.is_empty() {
+            parts.push(format!("tables {}", self.tables.join(" ")));
+        }
+        if let Some(s) = &self.select {
+            parts.push(format!("select {s}"));
+        }
+        parts.join(", ")
+    }
+
+    /// The `weir run` flags that ask for these parameters.
+    pub fn flags(&self) -> String {
+        let mut out = String::new();
+        if self.full_refresh {
+            out.push_str(" --full-refresh");
+        }
+        if !self.tables.is_empty() {
+            out.push_str(&format!(" --tables {}", self.tables.join(",")));
+        }
+        if let Some(s) = &self.select {
+            out.push_str(&format!(" -s '{s}'"));
+        }
+        out
+    }
+}
+
 /// A checked DAG: tasks in a topological order, with index-based edges.
 #[derive(Debug, Clone)]
 pub struct Dag {
     pub name: String,
     pub tasks: Vec<Task>,
     pub pools: Vec<(String, usize)>,
+    /// What the run this DAG belongs to was asked for.
+    pub params: RunParams,
     index: HashMap<String, usize>,
     upstream: Vec<Vec<usize>>,
     downstream: Vec<Vec<usize>>,
@@ -112,6 +197,8 @@ struct Stored {
     name: String,
     tasks: Vec<Task>,
     pools: Vec<(String, usize)>,
+    #[serde(default, skip_serializing_if = "RunParams::is_default")]
+    params: RunParams,
 }
 
 impl Dag {
@@ -209,6 +296,7 @@ impl Dag {
             name,
             tasks,
             pools,
+            params: RunParams::default(),
             index,
             upstream,
             downstream,
@@ -232,13 +320,54 @@ impl Dag {
             name: self.name.clone(),
             tasks: self.tasks.clone(),
             pools: self.pools.clone(),
+            params: self.params.clone(),
         })
         .expect("a DAG serialises")
     }
 
     pub fn from_json(text: &str) -> Result<Dag, String> {
         let s: Stored = serde_json::from_str(text).map_err(|e| format!("stored DAG: {e}"))?;
-        Dag::new(s.name, s.tasks, s.pools).map_err(|p| p.join("; "))
+        let mut dag = Dag::new(s.name, s.tasks, s.pools).map_err(|p| p.join("; "))?;
+        dag.params = s.params;
+        Ok(dag)
+    }
+
+    /// This DAG less the tasks in `drop`, for a run of part of the
+    /// pipeline. A kept task that waited on a dropped one waits instead on
+    /// what the dropped one waited for, so the order of what is kept holds
+    /// (`load.orders -> stg_orders -> fct_orders` without `stg_orders` still
+    /// runs `fct_orders` after `load.orders`).
+    pub fn without(&self, drop: &BTreeSet<String>) -> Dag {
+        // Tasks are in topological order: a task's upstream is settled first.
+        let mut kept_ups: Vec<BTreeSet<usize>> = Vec::with_capacity(self.tasks.len());
+        for i in 0..self.tasks.len() {
+            let mut ups = BTreeSet::new();
+            for &u in &self.upstream[i] {
+                if drop.contains(&self.tasks[u].id) {
+                    ups.extend(kept_ups[u].iter().copied());
+                } else {
+                    ups.insert(u);
+                }
+            }
+            kept_ups.push(ups);
+        }
+        let tasks: Vec<Task> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !drop.contains(&t.id))
+            .map(|(i, t)| {
+                let mut t = t.clone();
+                t.depends_on = kept_ups[i]
+                    .iter()
+                    .map(|&u| self.tasks[u].id.clone())
+                    .collect();
+                t
+            })
+            .collect();
+        let mut dag = Self::indexed(self.name.clone(), tasks, self.pools.clone());
+        dag.params = self.params.clone();
+        dag
     }
 }
 
@@ -332,5 +461,45 @@ mod tests {
             assert!(err[0].contains(id), "{}", err[0]);
         }
         assert!(!err[0].contains('x'), "{}", err[0]);
+    }
+
+    #[test]
+    fn a_dag_without_some_tasks_keeps_the_order_of_the_rest() {
+        let mut dag = Dag::new(
+            "d",
+            vec![
+                Task::new("load", TaskKind::Empty),
+                Task::new("stg", TaskKind::Empty).after(["load"]),
+                Task::new("other", TaskKind::Empty),
+                Task::new("fct", TaskKind::Empty).after(["stg", "other"]),
+                Task::new("end", TaskKind::Empty).after(["fct"]),
+            ],
+            vec![],
+        )
+        .unwrap();
+        dag.params.full_refresh = true;
+        let drop: BTreeSet<String> = ["stg".to_owned(), "other".to_owned()].into();
+        let part = dag.without(&drop);
+        let deps = |id: &str| part.tasks[part.get(id).unwrap()].depends_on.clone();
+        assert_eq!(part.tasks.len(), 3);
+        assert_eq!(deps("fct"), ["load"]);
+        assert_eq!(deps("end"), ["fct"]);
+        assert!(part.params.full_refresh);
+        let back = Dag::from_json(&part.to_json()).unwrap();
+        assert_eq!(back.params, part.params);
+        assert_eq!(back.tasks, part.tasks);
+        assert_eq!(RunParams::default().describe(), "");
+        let p = RunParams::new(
+            true,
+            ["orders, customers", "orders"],
+            Some("  +fct  tag:x "),
+        );
+        assert_eq!(p.tables, ["customers", "orders"]);
+        assert_eq!(p.select.as_deref(), Some("+fct tag:x"));
+        assert_eq!(
+            p.describe(),
+            "full refresh, tables customers orders, select +fct tag:x"
+        );
+        assert!(RunParams::new(false, [" ", ""], Some("  ")).is_default());
     }
 }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::dag::Task;
+use crate::dag::{RunParams, Task};
 use crate::retry::{ErrorKind, TaskError};
 use crate::schedule::{Clock, Interval};
 use crate::store::{
@@ -32,6 +32,8 @@ pub struct TaskContext {
     pub task: Task,
     pub try_number: u32,
     pub interval: Interval,
+    /// What the run was asked for (full refresh, a dbt selector).
+    pub params: RunParams,
     /// Outputs of the tasks it depends on, by task id.
     pub upstream: HashMap<String, serde_json::Value>,
     pub log: TaskLog,
@@ -459,6 +461,7 @@ impl Worker {
             task,
             try_number: claim.try_number,
             interval: claim.interval,
+            params: dag.params.clone(),
             upstream,
             log,
             cancel,

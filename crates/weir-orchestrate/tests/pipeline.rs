@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use weir_config::Project;
-use weir_orchestrate::dag::TaskKind;
+use weir_orchestrate::dag::{RunParams, TaskKind};
 use weir_orchestrate::pipeline::Pipeline;
 
 const TABLES: &str = "[olist_customers, olist_geolocation, olist_order_items, olist_order_payments, olist_order_reviews, olist_orders, olist_products, olist_sellers, product_category_name_translation]";
@@ -111,4 +111,81 @@ async fn a_broken_dag_is_reported_before_anything_runs() {
     ))
     .await;
     assert!(err.contains("dependency cycle: "), "{err}");
+}
+
+#[tokio::test]
+async fn a_run_with_parameters_works_on_part_of_the_dag() {
+    let p = pipeline(&olist_yml("")).await.unwrap();
+    let whole = p.dag_for(&RunParams::default()).unwrap();
+    assert_eq!(whole.tasks.len(), p.dag.tasks.len());
+
+    // Two tables and the models under one final model, with their tests.
+    let params = RunParams::new(
+        true,
+        ["olist_orders,olist_customers"],
+        Some("+fct_orders_by_state"),
+    );
+    let part = p.dag_for(&params).unwrap();
+    assert_eq!(part.params, params);
+    let ids: Vec<&str> = part.tasks.iter().map(|t| t.id.as_str()).collect();
+    for id in [
+        "start",
+        "extract.olist_orders",
+        "load.olist_customers",
+        "model.olist.stg_orders",
+        "model.olist.int_orders_by_state",
+        "model.olist.fct_orders_by_state",
+        "test.olist.unique_fct_orders_by_state_state",
+        "transform",
+        "end",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    for id in [
+        "extract.olist_products",
+        "load.olist_sellers",
+        "model.olist.fct_sales_by_category",
+        "model.olist.int_delivery_times",
+    ] {
+        assert!(!ids.contains(&id), "{id} should not run: {ids:?}");
+    }
+    // A model whose upstream load was left out still waits for `start`'s
+    // successors it kept; one whose load was kept waits for it.
+    let stg = &part.tasks[part.get("model.olist.stg_orders").unwrap()];
+    assert!(
+        part.tasks
+            .iter()
+            .filter(|t| t.depends_on.is_empty())
+            .all(|t| t.id == "start"),
+        "only `start` is a root"
+    );
+    assert!(
+        stg.depends_on.iter().all(|d| part.get(d).is_some()),
+        "{:?}",
+        stg.depends_on
+    );
+    // The part survives the store's round trip with its parameters.
+    let back = weir_orchestrate::dag::Dag::from_json(&part.to_json()).unwrap();
+    assert_eq!(back.params, params);
+    let sorted = |d: &weir_orchestrate::dag::Dag| {
+        let mut t = d.tasks.clone();
+        t.sort_by(|a, b| a.id.cmp(&b.id));
+        t
+    };
+    assert_eq!(sorted(&back), sorted(&part));
+
+    // Mistakes are refused before any run exists.
+    let err = p
+        .dag_for(&RunParams::new(false, ["olist_order"], None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no source table olist_order in the pipeline"),
+        "{err}"
+    );
+    let err = p
+        .dag_for(&RunParams::new(false, [], Some("nothing_like_this")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing_like_this"), "{err}");
 }

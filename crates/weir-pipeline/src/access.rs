@@ -165,11 +165,13 @@ pub async fn end_session(store: &Store, token: &str) -> Result<(), LifecycleErro
     Ok(store.end_session(&digest(token)).await?)
 }
 
-/// A new API token named `name` acting as `user`; the token is shown once.
+/// A new API token named `name` acting as `user` for `valid_for` (`None`:
+/// until revoked); the token is shown once.
 pub async fn create_api_token(
     store: &Store,
     name: &str,
     user: &str,
+    valid_for: Option<chrono::Duration>,
 ) -> Result<String, LifecycleError> {
     check_name(name)?;
     if store.user_with_hash(user).await?.is_none() {
@@ -177,7 +179,13 @@ pub async fn create_api_token(
     }
     let token = format!("weir_{}", random_token());
     if !store
-        .add_api_token(name, user, &digest(&token), Utc::now())
+        .add_api_token(
+            name,
+            user,
+            &digest(&token),
+            Utc::now(),
+            valid_for.map(|d| Utc::now() + d),
+        )
         .await?
     {
         return Err(LifecycleError::usage(format!(

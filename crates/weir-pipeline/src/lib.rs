@@ -7,12 +7,15 @@
 //! - [`runs`]: creating, resuming and recovering runs, retrying a run's failed
 //!   tasks, a run's per-stage timing and the state a person should see;
 //! - [`backfill`]: the intervals a date range holds (the preview the UI shows
-//!   is the plan the CLI runs).
+//!   is the plan the CLI runs);
+//! - [`catalog`]: the dbt nodes and source tables the pipeline builds and
+//!   reads, with their latest states, lineage, extracts and lake runs.
 //!
 //! Nothing here prints: what happened is returned for the caller to show.
 
 pub mod access;
 pub mod backfill;
+pub mod catalog;
 pub mod runs;
 mod workspace;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use weir_config::OrchestrateConfig;
-use weir_orchestrate::dag::Dag;
+use weir_orchestrate::dag::{Dag, RunParams};
 use weir_orchestrate::pipeline::Pipeline;
 use weir_orchestrate::schedule::{Interval, Schedule};
 use weir_orchestrate::scheduler::Scheduler;
@@ -23,7 +23,7 @@ use crate::{LifecycleError, Workspace};
 pub struct Prepared {
     pub store: Arc<Store>,
     pub lock: Option<ProjectLock>,
-    pub pipeline: Pipeline,
+    pub pipeline: Arc<Pipeline>,
     /// Tasks a process that stopped had left running, handed back.
     pub recovered: Vec<Reaped>,
 }
@@ -41,7 +41,7 @@ pub async fn prepare(ws: &Workspace) -> Result<Prepared, LifecycleError> {
     Ok(Prepared {
         store,
         lock,
-        pipeline,
+        pipeline: Arc::new(pipeline),
         recovered,
     })
 }
@@ -80,6 +80,19 @@ pub async fn create_manual(
         .ok_or_else(|| LifecycleError::usage("could not create a run"))
 }
 
+/// A new manual run asked to do `params`: the whole pipeline, or the part
+/// its tables and dbt selector name (an unknown table or a selector that
+/// picks nothing is refused before any run exists).
+pub async fn create_with(
+    store: &Store,
+    pipeline: &Pipeline,
+    cfg: &OrchestrateConfig,
+    params: &RunParams,
+) -> Result<i64, LifecycleError> {
+    let dag = pipeline.dag_for(params)?;
+    create_manual(store, &dag, cfg).await
+}
+
 /// The run `weir run` works on.
 pub enum Started {
     /// The newest unfinished manual run, picked up where it stopped.
@@ -98,24 +111,46 @@ impl Started {
 }
 
 /// Resume the newest unfinished manual run, or (`new`, or none) create one.
+/// The run resumed must have been asked for the same `params`: an
+/// unfinished run asked for others is refused, with the command that
+/// resumes it, rather than left behind for a new one.
 pub async fn start_manual(
     store: &Store,
-    dag: &Dag,
+    pipeline: &Pipeline,
     cfg: &OrchestrateConfig,
+    params: &RunParams,
     new: bool,
 ) -> Result<Started, LifecycleError> {
     if !new {
-        let resumable = store
-            .runs_in_state(&dag.name, RunState::Running)
+        let newest = store
+            .runs_in_state(&pipeline.dag.name, RunState::Running)
             .await?
             .into_iter()
             .filter(|r| r.kind == RunKind::Manual.as_str())
             .max_by_key(|r| r.id);
-        if let Some(r) = resumable {
-            return Ok(Started::Resumed(r));
+        match newest {
+            Some(r) if r.params == *params => return Ok(Started::Resumed(r)),
+            Some(r) => {
+                let asked = r.params.describe();
+                return Err(LifecycleError::usage(format!(
+                    "run {} is unfinished and was asked for {}: `weir run{}` resumes it, \
+                     `weir run --new{}` starts another",
+                    r.id,
+                    if asked.is_empty() {
+                        "the whole pipeline".to_owned()
+                    } else {
+                        asked
+                    },
+                    r.params.flags(),
+                    params.flags()
+                )));
+            }
+            None => {}
         }
     }
-    Ok(Started::Created(create_manual(store, dag, cfg).await?))
+    Ok(Started::Created(
+        create_with(store, pipeline, cfg, params).await?,
+    ))
 }
 
 /// What working one run to its end did.
@@ -128,6 +163,8 @@ pub struct RunReport {
     /// and its last ended, in seconds (stages overlap: a table loads while
     /// others are still extracted).
     pub stages: Vec<Stage>,
+    /// What the run was asked for.
+    pub params: RunParams,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -157,6 +194,7 @@ pub async fn work_run(
         },
         seconds: t0.elapsed().as_secs_f64(),
         stages: stages(store, run).await?,
+        params: store.run_dag(run).await?.params.clone(),
     })
 }
 

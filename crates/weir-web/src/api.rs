@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::json;
+use weir_orchestrate::dag::RunParams;
 use weir_orchestrate::store::Role;
 use weir_pipeline::runs;
 
@@ -99,11 +101,28 @@ pub async fn audit(
         .await?)
 }
 
-/// Create a manual run of the DAG, as the page's Trigger button does.
-pub async fn trigger_run(ui: &Ui, p: &Principal) -> Result<i64, WebError> {
-    let id = runs::create_manual(ui.store(), &ui.dag, &ui.ws.config).await?;
-    audit(ui, p, "trigger", Some(id), None, "manual run").await?;
+/// Create a manual run asked to do `params`, as the page's Trigger form does.
+pub async fn trigger_run(ui: &Ui, p: &Principal, params: &RunParams) -> Result<i64, WebError> {
+    let id = runs::create_with(ui.store(), &ui.pipeline, &ui.ws.config, params).await?;
+    let asked = params.describe();
+    let detail = if asked.is_empty() {
+        "manual run".to_owned()
+    } else {
+        format!("manual run: {asked}")
+    };
+    audit(ui, p, "trigger", Some(id), None, &detail).await?;
     Ok(id)
+}
+
+/// The body `POST /api/v1/runs` takes; every field may be left out.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    full_refresh: bool,
+    #[serde(default)]
+    tables: Vec<String>,
+    select: Option<String>,
 }
 
 /// Queue a run's failed and skipped tasks again, as `weir retry` does.
@@ -201,10 +220,26 @@ async fn log(
     }
 }
 
-async fn trigger(State(ui): S, headers: HeaderMap) -> Result<Response, WebError> {
+async fn trigger(
+    State(ui): S,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, WebError> {
     let p = api(auth::require_api(&ui, &headers, Role::Operator).await)?;
     api(p.check_csrf(csrf_header(&headers)))?;
-    let id = api(trigger_run(&ui, &p).await)?;
+    // No body is a run of the whole pipeline.
+    let b: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| WebError::bad_request(format!("the run's parameters: {e}")).for_api())?
+    };
+    let params = RunParams::new(
+        b.full_refresh,
+        b.tables.iter().map(String::as_str),
+        b.select.as_deref(),
+    );
+    let id = api(trigger_run(&ui, &p, &params).await)?;
     Ok((StatusCode::CREATED, Json(json!({ "run_id": id }))).into_response())
 }
 

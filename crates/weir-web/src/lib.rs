@@ -6,6 +6,8 @@
 //! - pages are rendered on the server ([`pages`], templates under
 //!   `templates/`), the DAG graph and the timeline drawn as SVG ([`svg`]);
 //!   the browser loads only what is embedded here ([`assets`]);
+//! - [`catalog`]: the Models and Sources pages (dbt nodes with their SQL,
+//!   tests and lineage; source tables with their extracts and lake runs);
 //! - [`api`] serves `/api/v1` from the same view functions ([`views`]);
 //! - [`auth`]: sign-in with Argon2-hashed passwords, sessions in the store,
 //!   CSRF tokens on every form, bearer tokens for the API, rate-limited logins;
@@ -17,6 +19,7 @@
 mod api;
 mod assets;
 mod auth;
+mod catalog;
 mod error;
 mod grid;
 mod live;
@@ -32,6 +35,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use weir_config::UiConfig;
 use weir_orchestrate::dag::Dag;
+use weir_orchestrate::pipeline::Pipeline;
 use weir_orchestrate::store::Store;
 use weir_pipeline::Workspace;
 
@@ -45,11 +49,14 @@ pub struct Ui {
     /// run beside each other and beside the scheduler's writer).
     stores: Vec<Arc<Store>>,
     next_store: std::sync::atomic::AtomicUsize,
-    /// The pipeline's DAG as this process loaded it: what a triggered run runs.
-    pub dag: Arc<Dag>,
+    /// The pipeline as this process loaded it: what a triggered run runs,
+    /// and the dbt project the Models page shows.
+    pub pipeline: Arc<Pipeline>,
     pub config: UiConfig,
     templates: minijinja::Environment<'static>,
     limiter: auth::Limiter,
+    /// Lake manifests the Sources page has read (they never change).
+    pub(crate) manifests: weir_pipeline::catalog::ManifestCache,
     changes: tokio::sync::watch::Receiver<String>,
 }
 
@@ -57,6 +64,11 @@ pub struct Ui {
 const STORE_CONNECTIONS: usize = 2;
 
 impl Ui {
+    /// The pipeline's whole DAG.
+    pub fn dag(&self) -> &Dag {
+        &self.pipeline.dag
+    }
+
     /// A connection to the store for one request.
     pub fn store(&self) -> &Arc<Store> {
         let i = self
@@ -122,7 +134,7 @@ impl Server {
     /// the history to anyone who can reach the port.
     pub async fn bind(
         ws: Workspace,
-        dag: Arc<Dag>,
+        pipeline: Arc<Pipeline>,
         config: UiConfig,
     ) -> Result<Server, StartError> {
         let store = ws.store().await?;
@@ -154,13 +166,15 @@ impl Server {
             ws,
             stores,
             next_store: std::sync::atomic::AtomicUsize::new(0),
-            dag,
+            pipeline,
             config,
             templates: pages::templates(),
             limiter: auth::Limiter::default(),
+            manifests: Default::default(),
             changes,
         });
         let routes = pages::routes()
+            .merge(catalog::routes())
             .merge(api::routes())
             .layer(axum::middleware::map_response(security_headers));
         let app = if base.is_empty() {

@@ -11,6 +11,7 @@ use axum::Router;
 use chrono::Utc;
 use minijinja::context;
 use serde::Deserialize;
+use weir_orchestrate::dag::RunParams;
 use weir_orchestrate::store::{ts, Role};
 use weir_pipeline::backfill;
 
@@ -18,7 +19,7 @@ use crate::auth::{self, Principal};
 use crate::views::{self, RunsQuery};
 use crate::{live, logs, svg, Ui, WebError};
 
-type S = State<Arc<Ui>>;
+pub(crate) type S = State<Arc<Ui>>;
 
 pub fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
@@ -34,6 +35,9 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("attempt.html", include_str!("../templates/attempt.html")),
         ("backfill.html", include_str!("../templates/backfill.html")),
         ("audit.html", include_str!("../templates/audit.html")),
+        ("models.html", include_str!("../templates/models.html")),
+        ("model.html", include_str!("../templates/model.html")),
+        ("sources.html", include_str!("../templates/sources.html")),
     ] {
         env.add_template(name, text)
             .expect("the embedded templates parse");
@@ -57,11 +61,11 @@ pub fn render(ui: &Ui, name: &str, ctx: minijinja::Value) -> Result<Html<String>
     })
 }
 
-fn ser<T: serde::Serialize>(v: &T) -> minijinja::Value {
+pub(crate) fn ser<T: serde::Serialize>(v: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
 
-fn who(p: &Principal) -> minijinja::Value {
+pub(crate) fn who(p: &Principal) -> minijinja::Value {
     context! {
         name => &p.user.name,
         role => p.user.role.as_str(),
@@ -216,23 +220,31 @@ async fn attempt_page(
     let log = log_page(&ui, id, &a, q.offset, q.len).await;
     // What the task handed downstream: an extract's lake run and snapshot, a
     // load's lake run, rows and rejected rows.
-    let output = ui
+    let output_value = ui
         .store()
         .tasks(id)
         .await?
         .into_iter()
         .find(|t| t.task_id == task)
-        .and_then(|t| t.output)
-        .map(|o| {
-            weir_config::scrub(&serde_json::to_string_pretty(&o).unwrap_or_default()).into_owned()
-        });
+        .and_then(|t| t.output);
+    let output = output_value.as_ref().map(|o| {
+        weir_config::scrub(&serde_json::to_string_pretty(o).unwrap_or_default()).into_owned()
+    });
+    let detail = weir_pipeline::catalog::task_detail(
+        &ui.ws,
+        &ui.pipeline,
+        &ui.manifests,
+        &task,
+        output_value.as_ref(),
+    )
+    .await;
     Ok(render(
         &ui,
         "attempt.html",
         context! {
             user => who(&p), page => "runs", attempt => ser(&views::attempt_view(id, &a)),
             log => ser(&log), tries => tries, task_enc => enc(&task),
-            running => a.state == "running", output => output,
+            running => a.state == "running", output => output, detail => ser(&detail),
         },
     )?
     .into_response())
@@ -360,6 +372,10 @@ struct ActionForm {
     csrf: Option<String>,
     reason: Option<String>,
     state: Option<String>,
+    /// Trigger's parameters: a checkbox, table names, a dbt selector.
+    full_refresh: Option<String>,
+    tables: Option<String>,
+    select: Option<String>,
 }
 
 /// The caller, if allowed to act, with the form's CSRF token checked.
@@ -379,7 +395,12 @@ async fn trigger(
     Form(f): Form<ActionForm>,
 ) -> Result<Response, WebError> {
     let p = operator(&ui, &headers, &f).await?;
-    let id = crate::api::trigger_run(&ui, &p).await?;
+    let params = RunParams::new(
+        f.full_refresh.is_some(),
+        f.tables.as_deref(),
+        f.select.as_deref(),
+    );
+    let id = crate::api::trigger_run(&ui, &p, &params).await?;
     Ok(back_to(&ui, &format!("/runs/{id}")))
 }
 
@@ -511,7 +532,7 @@ async fn backfill_create(
     p.check_csrf(f.csrf.as_deref())?;
     let (from, to) = (f.from.unwrap_or_default(), f.to.unwrap_or_default());
     let plan = backfill::plan(&ui.ws, &from, &to, BACKFILL_MAX)?;
-    let ids = backfill::enqueue(&ui.ws, ui.store(), &ui.dag, &plan).await?;
+    let ids = backfill::enqueue(&ui.ws, ui.store(), ui.dag(), &plan).await?;
     crate::api::audit(
         &ui,
         &p,
@@ -537,7 +558,7 @@ async fn schedule(
         _ => return Err(WebError::not_found("the schedule can be paused or resumed")),
     };
     ui.store()
-        .set_paused(&ui.dag.name, paused, &p.user.name, Utc::now())
+        .set_paused(&ui.dag().name, paused, &p.user.name, Utc::now())
         .await?;
     crate::api::audit(
         &ui,
@@ -545,7 +566,7 @@ async fn schedule(
         if paused { "pause" } else { "resume" },
         None,
         None,
-        &ui.dag.name,
+        &ui.dag().name,
     )
     .await?;
     Ok(back_to(&ui, "/"))

@@ -79,19 +79,6 @@ pub fn graph(
     for (i, _) in dag.tasks.iter().enumerate() {
         *counts.entry(node_of[i]).or_default() += 1;
     }
-    // Positions: a column per rank, nodes stacked in DAG order.
-    let mut per_rank: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut pos = Vec::with_capacity(nodes.len());
-    for n in &nodes {
-        let row = per_rank.entry(n.rank).or_default();
-        pos.push((
-            n.rank * (NODE_W + COL_GAP) + 10,
-            *row * (NODE_H + ROW_GAP) + 10,
-        ));
-        *row += 1;
-    }
-    let width = per_rank.len().max(1) * (NODE_W + COL_GAP) + 20;
-    let height = per_rank.values().max().copied().unwrap_or(1) * (NODE_H + ROW_GAP) + 20;
     let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
     for i in 0..dag.tasks.len() {
         for &u in dag.upstream(i) {
@@ -100,12 +87,59 @@ pub fn graph(
             }
         }
     }
+    let boxes: Vec<Drawn> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Drawn {
+            label: match &n.task {
+                Some(_) => n.label.clone(),
+                None => format!("{} ({} tasks)", n.label, counts.get(&i).unwrap_or(&0)),
+            },
+            state: n.state.clone(),
+            rank: n.rank,
+            href: n.task.as_deref().map(link),
+            class: if n.task.is_some() { "" } else { "group" },
+        })
+        .collect();
+    draw(&boxes, &edges, "task graph")
+}
+
+/// A box of a layered graph.
+pub struct Drawn {
+    pub label: String,
+    /// Its state class (`s-success`); empty for none.
+    pub state: String,
+    /// Its column: the longest path from the roots.
+    pub rank: usize,
+    pub href: Option<String>,
+    /// An extra class for the box's group (`group`, `self`).
+    pub class: &'static str,
+}
+
+/// Boxes in columns by rank, stacked in the given order, with an edge from
+/// each upstream box to each downstream one.
+pub fn draw(boxes: &[Drawn], edges: &BTreeSet<(usize, usize)>, aria: &str) -> String {
+    // Positions: a column per rank, nodes stacked in order.
+    let mut per_rank: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut pos = Vec::with_capacity(boxes.len());
+    for n in boxes {
+        let row = per_rank.entry(n.rank).or_default();
+        pos.push((
+            n.rank * (NODE_W + COL_GAP) + 10,
+            *row * (NODE_H + ROW_GAP) + 10,
+        ));
+        *row += 1;
+    }
+    let columns = per_rank.keys().max().map_or(1, |r| r + 1);
+    let width = columns * (NODE_W + COL_GAP) + 20;
+    let height = per_rank.values().max().copied().unwrap_or(1) * (NODE_H + ROW_GAP) + 20;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="task graph">"#
+        r#"<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{}">"#,
+        esc(aria)
     );
-    for (a, b) in &edges {
+    for (a, b) in edges {
         let (x1, y1) = (pos[*a].0 + NODE_W, pos[*a].1 + NODE_H / 2);
         let (x2, y2) = (pos[*b].0, pos[*b].1 + NODE_H / 2);
         let mid = (x1 + x2) / 2;
@@ -114,12 +148,9 @@ pub fn graph(
             r#"<path class="edge" d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}"/>"#
         );
     }
-    for (i, n) in nodes.iter().enumerate() {
+    for (i, n) in boxes.iter().enumerate() {
         let (x, y) = pos[i];
-        let label = match &n.task {
-            Some(_) => n.label.clone(),
-            None => format!("{} ({} tasks)", n.label, counts.get(&i).unwrap_or(&0)),
-        };
+        let label = &n.label;
         let shown: String = if label.chars().count() > 30 {
             let tail: String = label
                 .chars()
@@ -133,20 +164,30 @@ pub fn graph(
         } else {
             label.clone()
         };
+        let state = if n.state.is_empty() {
+            "none"
+        } else {
+            n.state.as_str()
+        };
         let body = format!(
             r#"<rect class="node s-{state}" x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="4"><title>{title} — {state}</title></rect><text x="{tx}" y="{ty}">{text}</text>"#,
-            state = esc(&n.state),
-            title = esc(&label),
+            state = esc(state),
+            title = esc(label),
             tx = x + 6,
             ty = y + 15,
             text = esc(&shown)
         );
-        match &n.task {
-            Some(t) => {
-                let _ = write!(s, r#"<a href="{}">{body}</a>"#, esc(&link(t)));
+        let class = if n.class.is_empty() {
+            String::new()
+        } else {
+            format!(r#" class="{}""#, n.class)
+        };
+        match &n.href {
+            Some(h) => {
+                let _ = write!(s, r#"<a{class} href="{}">{body}</a>"#, esc(h));
             }
             None => {
-                let _ = write!(s, r#"<g class="group">{body}</g>"#);
+                let _ = write!(s, r#"<g{class}>{body}</g>"#);
             }
         }
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use weir_config::WarehouseTarget;
+use weir_orchestrate::dag::RunParams;
 use weir_orchestrate::store::{ts, AttemptRow, RunFilter, RunRow, RunState};
 use weir_pipeline::runs;
 
@@ -35,6 +36,10 @@ pub struct RunSummary {
     pub ended_at: Option<String>,
     pub seconds: Option<f64>,
     pub tasks: BTreeMap<String, usize>,
+    /// What the run was asked for beyond the whole pipeline.
+    pub params: RunParams,
+    /// The same, as a person reads it (empty: the whole pipeline).
+    pub asked: String,
 }
 
 fn secs(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
@@ -55,6 +60,8 @@ pub fn summary(r: &RunRow, someone_runs: bool, tasks: BTreeMap<String, usize>) -
         ended_at: r.ended_at.map(ts),
         seconds: r.started_at.zip(r.ended_at).map(|(s, e)| secs(s, e)),
         tasks,
+        params: r.params.clone(),
+        asked: r.params.describe(),
     }
 }
 
@@ -339,6 +346,10 @@ pub struct Home {
     pub source: Option<String>,
     pub warehouse: String,
     pub metadata: String,
+    /// The source tables a triggered run may be limited to.
+    pub tables: Vec<String>,
+    /// Whether the pipeline builds a dbt project (a selector applies).
+    pub dbt: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -370,7 +381,7 @@ pub fn describe_warehouse(t: &WarehouseTarget) -> String {
 
 pub async fn home(ui: &Ui) -> Result<Home, WebError> {
     let cfg = &ui.ws.config;
-    let dag = ui.dag.name.clone();
+    let dag = ui.dag().name.clone();
     let now = Utc::now();
     let last = ui
         .store()
@@ -431,7 +442,7 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
         })
         .collect();
     Ok(Home {
-        tasks: ui.dag.tasks.len(),
+        tasks: ui.dag().tasks.len(),
         schedule: cfg
             .schedule
             .clone()
@@ -450,5 +461,7 @@ pub async fn home(ui: &Ui) -> Result<Home, WebError> {
             .map(|s| format!("PostgreSQL {} schema {}", s.url.redacted(), s.schema)),
         warehouse: describe_warehouse(&ui.ws.project.warehouse.target),
         metadata: ui.store().describe(),
+        tables: ui.pipeline.tables.clone(),
+        dbt: ui.pipeline.dbt().is_some(),
     })
 }

@@ -65,10 +65,22 @@ impl Site {
     }
 
     async fn api(&self, method: &str, path: &str, token: &str) -> (StatusCode, serde_json::Value) {
+        self.api_body(method, path, token, "").await
+    }
+
+    async fn api_body(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
         let r = self
             .client
             .request(method.parse().unwrap(), format!("{}{path}", self.url))
             .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
             .send()
             .await
             .unwrap();
@@ -189,7 +201,7 @@ async fn site() -> Site {
     }
     let mut config = ws.project.ui.clone();
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let server = weir_web::Server::bind(ws.clone(), Arc::new(p.pipeline.dag.clone()), config)
+    let server = weir_web::Server::bind(ws.clone(), p.pipeline.clone(), config)
         .await
         .unwrap();
     let url = server.url.trim_end_matches('/').to_owned();
@@ -394,15 +406,29 @@ async fn pages_api_roles_csrf_sessions_and_no_secrets() {
     }
 
     // The API with bearer tokens: the viewer's reads, the operator's acts.
-    let vt = access::create_api_token(&s.store, "ci-read", "vera")
+    let vt = access::create_api_token(&s.store, "ci-read", "vera", None)
         .await
         .unwrap();
-    let ot = access::create_api_token(&s.store, "ci-ops", "otto")
+    let ot = access::create_api_token(&s.store, "ci-ops", "otto", Some(chrono::Duration::days(1)))
         .await
         .unwrap();
     let (st, j) = s.api("GET", "/api/v1/runs", &vt).await;
     assert_eq!(st, StatusCode::OK);
     assert!(j["runs"].as_array().unwrap().len() >= 4);
+    let expired = access::create_api_token(
+        &s.store,
+        "ci-old",
+        "vera",
+        Some(chrono::Duration::seconds(-1)),
+    )
+    .await
+    .unwrap();
+    let (st, _) = s.api("GET", "/api/v1/runs", &expired).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "an expired token");
+    let again = access::create_api_token(&s.store, "ci-old", "vera", None)
+        .await
+        .expect("an expired token's name is free again");
+    assert_eq!(s.api("GET", "/api/v1/runs", &again).await.0, StatusCode::OK);
     let (st, j) = s.api("GET", "/api/v1/runs/1/tasks", &vt).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(
@@ -429,6 +455,59 @@ async fn pages_api_roles_csrf_sessions_and_no_secrets() {
     let (st, j) = s.api("POST", "/api/v1/runs", &ot).await;
     assert_eq!(st, StatusCode::CREATED);
     assert!(j["run_id"].as_i64().unwrap() > 2);
+    // With parameters: checked against the pipeline before a run exists.
+    let before = s.store.runs(1000).await.unwrap().len();
+    for (body, want) in [
+        (r#"{"tables": ["nope"]}"#, "no source table nope"),
+        (r#"{"select": "+fct"}"#, "no `transform:` section"),
+        (r#"{"full_refresh": "yes"}"#, "the run's parameters"),
+        (r#"{"fullrefresh": true}"#, "unknown field"),
+    ] {
+        let (st, j) = s.api_body("POST", "/api/v1/runs", &ot, body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {j}");
+        let e = j["error"].as_str().unwrap();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    assert_eq!(s.store.runs(1000).await.unwrap().len(), before);
+    let (st, j) = s
+        .api_body("POST", "/api/v1/runs", &ot, r#"{"full_refresh": true}"#)
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{j}");
+    let id = j["run_id"].as_i64().unwrap();
+    let (st, j) = s.api("GET", &format!("/api/v1/runs/{id}"), &vt).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(j["run"]["params"]["full_refresh"], true, "{j}");
+    assert_eq!(j["run"]["asked"], "full refresh", "{j}");
+    let (_, list) = s.get("/runs", Some(&op)).await;
+    assert!(list.contains("<td>full refresh</td>"), "{list}");
+    let r = s
+        .post(
+            "/runs",
+            Some(&op),
+            &[("csrf", &op_csrf), ("full_refresh", "on"), ("tables", "")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = s
+        .post(
+            "/runs",
+            Some(&op),
+            &[("csrf", &op_csrf), ("tables", "orders")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Without a dbt project or tables, Models and Sources say so.
+    let (st, models) = s.get("/models", Some(&viewer)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        models.contains("no <code>transform:</code> section"),
+        "{models}"
+    );
+    let (st, _) = s.get("/models/model.x.y", Some(&viewer)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, sources) = s.get("/sources", Some(&viewer)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(sources.contains("extracts no table"), "{sources}");
     let (st, _) = s.api("POST", "/api/v1/runs/999/retry", &ot).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, j) = s.api("POST", "/api/v1/runs/2/retry", &ot).await;
@@ -521,7 +600,7 @@ async fn exposure_refused_without_users_and_base_path_served() {
         "name: bare\norchestrate:\n  tasks:\n    - name: t\n      empty: true\n",
     );
     let ws = Workspace::open(dir.path(), None).unwrap();
-    let dag = Arc::new(ws.pipeline().await.unwrap().dag);
+    let dag = Arc::new(ws.pipeline().await.unwrap());
     let mut config = ws.project.ui.clone();
     config.listen = "0.0.0.0:0".parse().unwrap();
     let err = weir_web::Server::bind(ws.clone(), dag.clone(), config.clone())
@@ -581,12 +660,24 @@ async fn exposure_refused_without_users_and_base_path_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_holds_to_its_openapi_document_under_fuzzing() {
     let s = site().await;
-    let token = access::create_api_token(&s.store, "fuzz", "otto")
+    let token = access::create_api_token(&s.store, "fuzz", "otto", None)
         .await
         .unwrap();
     let url = s.url.clone();
+    // A run's tables and selector are valid or not by the project, which no
+    // schema can say: triggering may also answer 400 to well-formed input
+    // (an unknown table), and only that operation may.
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        conf.path(),
+        "[[operations]]\ninclude-operation-id = \"triggerRun\"\nchecks.positive_data_acceptance.expected-statuses = [\"2xx\", \"400\"]\n",
+    )
+    .unwrap();
+    let conf_path = conf.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("schemathesis")
+            .arg("--config-file")
+            .arg(&conf_path)
             .args(["run", &format!("{url}/api/v1/openapi.json"), "--url", &url])
             .args(["-H", &format!("Authorization: Bearer {token}")])
             .args(["--checks", "all", "--max-examples", "25", "--seed", "13"])

@@ -142,7 +142,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         show_run: false,
     });
     let ws = weir_pipeline::Workspace::of(&dir, project.clone());
-    let report = crate::orchestrate::run_pipeline(&ws, true, printer).await?;
+    let report = crate::orchestrate::run_pipeline(&ws, true, &Default::default(), printer).await?;
     if report.state != Some(weir_orchestrate::store::RunState::Success) {
         crate::orchestrate::print_report(&report);
         return Err(anyhow!(

@@ -91,6 +91,7 @@ pub fn options(
         chunk_bytes: source.map_or(DEFAULT_CHUNK_BYTES, |s| s.chunk_bytes),
         write: WriteOptions::from_config(&lake),
         snapshot: None,
+        full_refresh: false,
     };
     Ok((opts, lake))
 }

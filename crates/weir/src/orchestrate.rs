@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
+use weir_orchestrate::dag::RunParams;
 use weir_orchestrate::schedule::SystemClock;
 use weir_orchestrate::store::{ts, Reaped, RunState, TaskState};
 use weir_orchestrate::worker::{Observer, Scope};
@@ -67,6 +68,35 @@ pub struct RunArgs {
     /// processes run it.
     #[arg(long, conflicts_with = "new")]
     pub detach: bool,
+    #[command(flatten)]
+    pub params: ParamArgs,
+}
+
+/// What a run is asked to do beyond the whole pipeline.
+#[derive(Args, Default)]
+pub struct ParamArgs {
+    /// Read incremental tables whole, replace what loads append or merge,
+    /// and rebuild incremental dbt models (dbt's `--full-refresh`).
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Extract and load only these source tables (comma-separated).
+    #[arg(long, value_name = "TABLES", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Build only the dbt nodes these selectors pick (dbt's `--select`: each
+    /// one's nodes, together).
+    #[arg(long, short = 's', value_name = "SELECTOR", num_args = 1..)]
+    pub select: Vec<String>,
+}
+
+impl ParamArgs {
+    pub fn params(&self) -> RunParams {
+        let select = self.select.join(" ");
+        RunParams::new(
+            self.full_refresh,
+            self.tables.iter().map(String::as_str),
+            Some(select.as_str()),
+        )
+    }
 }
 
 #[derive(Args)]
@@ -217,12 +247,12 @@ async fn prepare(ws: &Workspace) -> Result<Prepared, Failure> {
 pub async fn run_pipeline(
     ws: &Workspace,
     new: bool,
+    params: &RunParams,
     printer: Arc<Printer>,
 ) -> Result<RunReport, Failure> {
     let t0 = Instant::now();
     let p = prepare(ws).await?;
-    let dag = &p.pipeline.dag;
-    let started = runs::start_manual(&p.store, dag, &ws.config, new)
+    let started = runs::start_manual(&p.store, &p.pipeline, &ws.config, params, new)
         .await
         .map_err(lifecycle)?;
     match &started {
@@ -231,7 +261,21 @@ pub async fn run_pipeline(
             r.id,
             r.started_at.map(ts).unwrap_or_default()
         ),
-        Started::Created(id) => say!("run {id}: {} tasks", dag.tasks.len()),
+        Started::Created(id) => {
+            let tasks = p
+                .store
+                .run_dag(*id)
+                .await
+                .map_err(Failure::from)?
+                .tasks
+                .len();
+            let asked = params.describe();
+            if asked.is_empty() {
+                say!("run {id}: {tasks} tasks");
+            } else {
+                say!("run {id}: {tasks} tasks ({asked})");
+            }
+        }
     }
     let worker = ws.worker(
         &p.store,
@@ -298,7 +342,12 @@ fn outcome(r: &RunReport) -> Result<(), Failure> {
             r.run_id
         )
         .into()),
-        _ => Err(anyhow!("run {} was stopped; `weir run` resumes it", r.run_id).into()),
+        _ => Err(anyhow!(
+            "run {} was stopped; `weir run{}` resumes it",
+            r.run_id,
+            r.params.flags()
+        )
+        .into()),
     }
 }
 
@@ -307,16 +356,17 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     if args.detach {
         let store = ws.store().await.map_err(lifecycle)?;
         let pipeline = ws.pipeline().await.map_err(lifecycle)?;
-        let id = runs::create_manual(&store, &pipeline.dag, &ws.config)
+        let params = args.params.params();
+        let id = runs::create_with(&store, &pipeline, &ws.config, &params)
             .await
             .map_err(lifecycle)?;
         say!(
             "run {id} created ({} tasks); `weir up` or `weir worker` runs it",
-            pipeline.dag.tasks.len()
+            store.run_dag(id).await.map_err(Failure::from)?.tasks.len()
         );
         return Ok(());
     }
-    let report = run_pipeline(&ws, args.new, printer(false, false)).await?;
+    let report = run_pipeline(&ws, args.new, &args.params.params(), printer(false, false)).await?;
     print_report(&report);
     outcome(&report)
 }
@@ -324,7 +374,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
 /// Bind the web UI and serve it on its own task until `shutdown`.
 async fn serve_ui(
     ws: &Workspace,
-    dag: &weir_orchestrate::dag::Dag,
+    pipeline: &Arc<weir_orchestrate::pipeline::Pipeline>,
     args: &UiArgs,
     shutdown: &CancellationToken,
 ) -> Result<(), Failure> {
@@ -332,7 +382,7 @@ async fn serve_ui(
     if let Some(addr) = args.ui_listen {
         config.listen = addr;
     }
-    let server = weir_web::Server::bind(ws.clone(), Arc::new(dag.clone()), config)
+    let server = weir_web::Server::bind(ws.clone(), pipeline.clone(), config)
         .await
         .map_err(usage)?;
     say!("web UI at {}", server.url);
@@ -352,7 +402,7 @@ pub async fn up(args: UpArgs) -> Result<(), Failure> {
     let cfg = &ws.config;
     let shutdown = shutdown_on_signal();
     if !args.no_ui && ws.project.ui.enabled {
-        serve_ui(&ws, &p.pipeline.dag, &args.ui, &shutdown).await?;
+        serve_ui(&ws, &p.pipeline, &args.ui, &shutdown).await?;
     }
     let worker = Arc::new(ws.worker(
         &p.store,
@@ -392,7 +442,7 @@ pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
         )));
     }
     let store = ws.store().await.map_err(lifecycle)?;
-    let pipeline = ws.pipeline().await.map_err(lifecycle)?;
+    let pipeline = Arc::new(ws.pipeline().await.map_err(lifecycle)?);
     let worker = ws.worker(
         &store,
         pipeline.runner(store.clone()),
@@ -408,7 +458,7 @@ pub async fn worker(args: WorkerArgs) -> Result<(), Failure> {
     );
     let shutdown = shutdown_on_signal();
     if args.ui {
-        serve_ui(&ws, &pipeline.dag, &args.ui_args, &shutdown).await?;
+        serve_ui(&ws, &pipeline, &args.ui_args, &shutdown).await?;
     }
     worker
         .work(Scope::Dag(pipeline.dag.name.clone()), shutdown)
@@ -438,8 +488,9 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
             (Some(s), Some(e)) => format!("{:.2}", (e - s).num_milliseconds() as f64 / 1000.0),
             _ => String::new(),
         };
+        let asked = r.params.describe();
         say!(
-            "{:>5}  {:<9}  {:<8}  {:<24}  {:<24}  {:>9}  {}",
+            "{:>5}  {:<9}  {:<8}  {:<24}  {:<24}  {:>9}  {}{}",
             r.id,
             r.kind,
             runs::shown_state(&r, someone_runs),
@@ -450,7 +501,12 @@ pub async fn runs(args: RunsArgs) -> Result<(), Failure> {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            if asked.is_empty() {
+                String::new()
+            } else {
+                format!("  ({asked})")
+            }
         );
     }
     Ok(())

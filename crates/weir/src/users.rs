@@ -56,6 +56,9 @@ pub enum TokensCommand {
         /// The user the token acts as (its role applies).
         #[arg(long)]
         user: String,
+        /// Days until the token stops working; 0: until revoked.
+        #[arg(long, value_name = "DAYS", default_value_t = 90)]
+        expires_in_days: u32,
     },
     /// List the API tokens (never the tokens themselves).
     List(ProjectArg),
@@ -129,29 +132,48 @@ pub async fn users(cmd: UsersCommand) -> Result<(), Failure> {
 
 pub async fn tokens(cmd: TokensCommand) -> Result<(), Failure> {
     match cmd {
-        TokensCommand::Create { p, name, user } => {
+        TokensCommand::Create {
+            p,
+            name,
+            user,
+            expires_in_days,
+        } => {
             let s = store(&p).await?;
-            let token = access::create_api_token(&s, &name, &user)
+            let valid_for =
+                (expires_in_days > 0).then(|| chrono::Duration::days(i64::from(expires_in_days)));
+            let token = access::create_api_token(&s, &name, &user, valid_for)
                 .await
                 .map_err(lifecycle)?;
             // The one place a token is shown: not through `say!`, which would hide it.
             println!("{token}");
-            eprintln!("API token {name} acts as {user}; it is shown only now: keep it as a secret");
+            let until = valid_for.map_or_else(
+                || "until revoked".to_owned(),
+                |d| format!("until {}", ts(chrono::Utc::now() + d)),
+            );
+            eprintln!(
+                "API token {name} acts as {user} {until}; it is shown only now: keep it as a secret"
+            );
         }
         TokensCommand::List(p) => {
             let s = store(&p).await?;
             say!(
-                "{:<24}  {:<24}  {:<24}  last used",
+                "{:<24}  {:<24}  {:<24}  {:<24}  last used",
                 "token",
                 "user",
-                "created"
+                "created",
+                "expires"
             );
             for t in s.api_tokens().await? {
                 say!(
-                    "{:<24}  {:<24}  {:<24}  {}",
+                    "{:<24}  {:<24}  {:<24}  {:<24}  {}",
                     t.name,
                     t.user,
                     ts(t.created_at),
+                    match t.expires_at {
+                        None => "never".to_owned(),
+                        Some(e) if e <= chrono::Utc::now() => format!("{} (expired)", ts(e)),
+                        Some(e) => ts(e),
+                    },
                     t.last_used_at.map(ts).unwrap_or_default()
                 );
             }

@@ -105,26 +105,39 @@ async fn wait_text(c: &Client, css: &str, want: &str, limit: Duration) {
     }
 }
 
-async fn sign_in(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("#user"))
+/// The text of the element `css`.
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
         .await
         .unwrap()
-        .send_keys(user)
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
         .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys("a long passphrase")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
         .click()
         .await
         .unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, keys: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+async fn sign_in(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    type_into(c, "#user", user).await;
+    type_into(c, "#password", "a long passphrase").await;
+    click(c, "#sign-in").await;
     wait_text(
         c,
         "#who",
@@ -199,12 +212,7 @@ async fn the_ui_in_chromium() {
     // The operator signs in and triggers a run; the page follows it live to its end.
     sign_in(&c, &base, "olga").await;
     shot(&c, "home").await;
-    c.find(Locator::Css("#trigger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#trigger").await;
     wait_text(&c, "#run-state", "failed", Duration::from_secs(180)).await;
     shot(&c, "run-failed").await;
     let run_url = c.current_url().await.unwrap().to_string();
@@ -213,79 +221,114 @@ async fn the_ui_in_chromium() {
     assert!(src.contains("class=\"graph\"") && src.contains("class=\"timeline\""));
 
     // The failed task: its error and its log.
-    c.find(Locator::Css("tr[data-task='gate'] td a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "tr[data-task='gate'] td a").await;
     wait_text(&c, "#attempt-state", "failed", Duration::from_secs(10)).await;
-    let log = c
-        .find(Locator::Css("#log"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = text_of(&c, "#log").await;
     assert!(log.contains("the gate is closed"), "{log}");
-    assert!(c
-        .find(Locator::Css("#error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .contains("3"));
+    assert!(text_of(&c, "#error").await.contains("3"));
     shot(&c, "attempt-failed").await;
 
     // An extract's page shows what it handed on: its lake run and snapshot.
     c.goto(&format!("{run_url}/tasks/extract.olist_orders/0"))
         .await
         .unwrap();
-    let output = c
-        .find(Locator::Css("#output"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let output = text_of(&c, "#output").await;
     assert!(
         output.contains("lake_run") && output.contains("snapshot"),
         "{output}"
+    );
+    // … and the files of that lake run, read from its manifest.
+    let files = text_of(&c, "#files").await;
+    assert!(files.contains("olist_orders"), "{files}");
+    assert!(c.find(Locator::Css("#snapshot")).await.is_ok());
+    shot(&c, "attempt-extract").await;
+    // A dbt node's attempt shows the SQL its build compiled: refs resolved.
+    c.goto(&format!(
+        "{run_url}/tasks/model.olist.fct_orders_by_state/0"
+    ))
+    .await
+    .unwrap();
+    let compiled = text_of(&c, "#compiled").await;
+    assert!(
+        compiled.contains("int_orders_by_state") && !compiled.contains("ref("),
+        "{compiled}"
     );
 
     // Fix the cause and retry: the run succeeds, seen live.
     std::fs::write(&gate, "").unwrap();
     c.goto(&run_url).await.unwrap();
-    c.find(Locator::Css("#retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#retry").await;
     wait_text(&c, "#run-state", "success", Duration::from_secs(120)).await;
     shot(&c, "run-retried").await;
 
-    // A backfill preview lists the intervals it would create.
-    c.goto(&format!("{base}/backfill")).await.unwrap();
-    c.find(Locator::Css("#from"))
-        .await
-        .unwrap()
-        .send_keys("2024-01-01")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#to"))
-        .await
-        .unwrap()
-        .send_keys("2024-01-04")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#preview"))
+    // Models: every node with its latest state; a model's page has its
+    // columns with their tests' results, its SQL and compiled SQL, and its
+    // lineage from the source tables on.
+    c.goto(&format!("{base}/models")).await.unwrap();
+    let models = text_of(&c, "#models").await;
+    assert!(
+        models.contains("fct_orders_by_state") && models.contains("success"),
+        "{models}"
+    );
+    shot(&c, "models").await;
+    c.find(Locator::LinkText("fct_orders_by_state"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+    wait_text(&c, "#model-state", "success", Duration::from_secs(10)).await;
+    let columns = text_of(&c, "#columns").await;
+    assert!(columns.contains("unique: success"), "{columns}");
+    let lineage = c
+        .find(Locator::Css("#lineage"))
+        .await
+        .unwrap()
+        .html(true)
+        .await
+        .unwrap();
+    for want in [
+        "stg_orders",
+        "int_orders_by_state",
+        "olist_orders",
+        "s-success",
+    ] {
+        assert!(lineage.contains(want), "lineage lacks {want}: {lineage}");
+    }
+    assert!(c.find(Locator::Css("#compiled")).await.is_ok());
+    shot(&c, "model").await;
+
+    // Sources: each table's last extract, its lake runs, the loads that read them.
+    c.goto(&format!("{base}/sources")).await.unwrap();
+    let sources = text_of(&c, "#sources").await;
+    assert!(sources.contains("olist_orders"), "{sources}");
+    let loaded = text_of(&c, "#table-olist_orders .lake-runs").await;
+    assert!(loaded.contains("rows"), "{loaded}");
+    shot(&c, "sources").await;
+
+    // A run with parameters: one table, full refresh, one model's upstream.
+    c.goto(&format!("{base}/")).await.unwrap();
+    click(&c, "#params summary").await;
+    click(&c, "#full_refresh").await;
+    type_into(&c, "#tables", "olist_orders").await;
+    type_into(&c, "#select", "+fct_orders_by_state").await;
+    shot(&c, "trigger-params").await;
+    click(&c, "#trigger").await;
+    wait_text(&c, "#run-state", "success", Duration::from_secs(120)).await;
+    wait_text(
+        &c,
+        "#run-params",
+        "full refresh, tables olist_orders, select +fct_orders_by_state",
+        Duration::from_secs(5),
+    )
+    .await;
+    shot(&c, "run-with-params").await;
+
+    // A backfill preview lists the intervals it would create.
+    c.goto(&format!("{base}/backfill")).await.unwrap();
+    type_into(&c, "#from", "2024-01-01").await;
+    type_into(&c, "#to", "2024-01-04").await;
+    click(&c, "#preview").await;
     wait_text(
         &c,
         "#plan-count",
@@ -296,13 +339,7 @@ async fn the_ui_in_chromium() {
     assert!(c.find(Locator::Css("#create-backfill")).await.is_ok());
     shot(&c, "backfill-preview").await;
     c.goto(&format!("{base}/audit")).await.unwrap();
-    let audit = c
-        .find(Locator::Css("#audit"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let audit = text_of(&c, "#audit").await;
     assert!(
         audit.contains("trigger") && audit.contains("retry"),
         "{audit}"
@@ -310,12 +347,7 @@ async fn the_ui_in_chromium() {
     shot(&c, "audit").await;
 
     // Sign out; a viewer sees no action, and the API refuses them one.
-    c.find(Locator::Css("form.who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form.who button").await;
     sign_in(&c, &base, "vik").await;
     assert!(
         c.find(Locator::Css("#trigger")).await.is_err(),

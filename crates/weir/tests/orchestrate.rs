@@ -562,3 +562,75 @@ async fn retry_reruns_only_what_failed_and_backfill_cuts_intervals() {
         ["01-03 success", "01-02 success", "01-01 success"]
     );
 }
+
+/// `weir run --full-refresh` reads an incremental table whole and replaces
+/// what merging loads kept (a row deleted at the source goes), `--tables`
+/// runs part of the pipeline, and a typo starts no run.
+#[tokio::test]
+async fn runs_with_parameters_refresh_in_full_and_run_part_of_the_pipeline() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE events (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT now(), v text);
+         INSERT INTO events (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         CREATE TABLE other (id int PRIMARY KEY);
+         INSERT INTO other VALUES (1);",
+    )
+    .await
+    .unwrap();
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        format!(
+            "name: params\nsource:\n  postgres:\n    url: {}\n  tables:\n    - name: events\n      cursor: updated_at\n    - other\nlake:\n  url: file://./lake\norchestrate:\n  defaults: {{ retries: 0 }}\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let ids = |dir: &Path| query_csv(dir, "SELECT id FROM raw.events ORDER BY id");
+    let out = weir(&["run"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(dir.path()), "id\n1\n2\n3\n");
+
+    // An incremental run merges what changed: the deleted row stays.
+    c.batch_execute("DELETE FROM events WHERE id = 1; INSERT INTO events (id, v) VALUES (4, 'd');")
+        .await
+        .unwrap();
+    let out = weir(&["run", "--new", "--tables", "events"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(tables events)"), "{}", text(&out));
+    assert_eq!(ids(dir.path()), "id\n1\n2\n3\n4\n");
+    let store = sqlite_store(dir.path()).await;
+    let tasks: Vec<String> = store
+        .tasks(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert!(tasks.contains(&"extract.events".to_owned()), "{tasks:?}");
+    assert!(!tasks.iter().any(|t| t.ends_with(".other")), "{tasks:?}");
+
+    // A full refresh reads it whole and replaces it.
+    let out = weir(&["run", "--full-refresh", "--tables", "events"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(dir.path()), "id\n2\n3\n4\n");
+    let r = store.run(3).await.unwrap().unwrap();
+    assert!(r.params.full_refresh && r.params.tables == ["events"]);
+    let out = weir(&["runs"], dir.path());
+    assert!(
+        text(&out).contains("(full refresh, tables events)"),
+        "{}",
+        text(&out)
+    );
+
+    // A table the pipeline does not have: refused, and no run is created.
+    let out = weir(&["run", "--tables", "event"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no source table event in the pipeline (its tables: events, other)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(store.runs(100).await.unwrap().len(), 3);
+}

@@ -75,6 +75,7 @@ pub async fn run(
             ndjson_gzip: false,
         },
         snapshot: setup.snapshot.clone(),
+        full_refresh: false,
     };
     let summary = extract(&lake, &opts, &Quiet)
         .await

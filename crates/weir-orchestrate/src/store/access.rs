@@ -66,6 +66,8 @@ pub struct ApiToken {
     pub user: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// One action someone took.
@@ -212,25 +214,34 @@ impl Store {
         .map(drop)
     }
 
-    /// Record an API token for `user`; `false` if the name is taken.
+    /// Record an API token for `user`; `false` if the name is taken by a
+    /// token that has not expired.
     pub async fn add_api_token(
         &self,
         name: &str,
         user: &str,
         token_hash: &str,
         now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
+        // An expired token's name may be given again.
+        self.write(
+            "DELETE FROM api_tokens WHERE name = $1 AND expires_at IS NOT NULL AND expires_at <= $2",
+            params![name, ms(now)],
+        )
+        .await?;
         let n = self
             .write(
-                "INSERT INTO api_tokens (token_hash, name, user_name, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                params![token_hash, name, user, ms(now)],
+                "INSERT INTO api_tokens (token_hash, name, user_name, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                params![token_hash, name, user, ms(now), expires_at.map(ms)],
             )
             .await?;
         Ok(n == 1)
     }
 
-    /// The user an API token digest belongs to (and note that it was used).
+    /// The user an unexpired API token digest belongs to (and note that it
+    /// was used).
     pub async fn api_token_user(
         &self,
         token_hash: &str,
@@ -240,8 +251,8 @@ impl Store {
             .read(
                 "SELECT u.name, u.role, u.created_at, t.last_used_at
                  FROM api_tokens t JOIN users u ON u.name = t.user_name
-                 WHERE t.token_hash = $1",
-                params![token_hash],
+                 WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
+                params![token_hash, ms(now)],
             )
             .await?;
         let Some(r) = rows.first() else {
@@ -262,7 +273,7 @@ impl Store {
     pub async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         let rows = self
             .read(
-                "SELECT name, user_name, created_at, last_used_at FROM api_tokens ORDER BY name",
+                "SELECT name, user_name, created_at, last_used_at, expires_at FROM api_tokens ORDER BY name",
                 params![],
             )
             .await?;
@@ -273,6 +284,7 @@ impl Store {
                 user: r.text(1),
                 created_at: from_ms(r.int(2)),
                 last_used_at: r.opt_int(3).map(from_ms),
+                expires_at: r.opt_int(4).map(from_ms),
             })
             .collect())
     }

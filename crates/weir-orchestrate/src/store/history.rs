@@ -50,6 +50,22 @@ pub struct Running {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// A task of a recent run with its last attempt: what the Models and
+/// Sources pages show of a node or a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskHistory {
+    pub run_id: i64,
+    pub task_id: String,
+    pub state: TaskState,
+    pub tries: u32,
+    pub output: Option<serde_json::Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
 fn id_list(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
@@ -191,6 +207,54 @@ impl Store {
                 task_id: r.text(1),
                 owner: r.opt_text(2),
                 started_at: r.opt_int(3).map(from_ms),
+            })
+            .collect())
+    }
+
+    /// The tasks whose ids start with one of `prefixes` (`extract.`,
+    /// `model.`: literal text, no `%` or `_`) in the last `runs` runs of
+    /// `dag`, newest run first, each with its last attempt (the first 500
+    /// characters of its error).
+    pub async fn recent_tasks(
+        &self,
+        dag: &str,
+        prefixes: &[&str],
+        runs: usize,
+    ) -> Result<Vec<TaskHistory>, StoreError> {
+        if prefixes.is_empty() {
+            return Ok(Vec::new());
+        }
+        debug_assert!(prefixes.iter().all(|p| !p.contains(['%', '_'])));
+        let like: Vec<String> = (0..prefixes.len())
+            .map(|i| format!("t.task_id LIKE ${}", i + 3))
+            .collect();
+        let sql = format!(
+            "SELECT t.run_id, t.task_id, t.state, t.tries, t.output, a.started_at, a.ended_at,
+                 a.rows_moved, a.bytes_moved, substr(a.error, 1, 500)
+             FROM task_instances t
+             LEFT JOIN attempts a ON a.run_id = t.run_id AND a.task_id = t.task_id
+                 AND a.try_number = t.tries
+             WHERE t.run_id IN (SELECT id FROM runs WHERE dag = $1 ORDER BY id DESC LIMIT $2)
+                 AND ({})
+             ORDER BY t.run_id DESC, t.ord",
+            like.join(" OR ")
+        );
+        let mut p: Vec<Value> = vec![Value::from(dag), Value::from(runs)];
+        p.extend(prefixes.iter().map(|x| Value::from(format!("{x}%"))));
+        let rows = self.read(&sql, &p).await?;
+        Ok(rows
+            .iter()
+            .map(|r| TaskHistory {
+                run_id: r.int(0),
+                task_id: r.text(1),
+                state: TaskState::parse(&r.text(2)).unwrap_or(TaskState::Pending),
+                tries: r.int(3) as u32,
+                output: r.opt_text(4).and_then(|o| serde_json::from_str(&o).ok()),
+                started_at: r.opt_int(5).map(from_ms),
+                ended_at: r.opt_int(6).map(from_ms),
+                rows: r.opt_int(7).map(|v| v as u64),
+                bytes: r.opt_int(8).map(|v| v as u64),
+                error: r.opt_text(9),
             })
             .collect())
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use weir_config::{SecretUrl, TriggerRule};
 
-use crate::dag::Dag;
+use crate::dag::{Dag, RunParams};
 use crate::db::{params, retrying, Db, DbError, DbTx, Row};
 
 mod access;
@@ -36,7 +36,7 @@ mod schema;
 
 use crate::schedule::Interval;
 pub use access::{ApiToken, AuditEntry, Role, Session, User};
-pub use history::{Cell, Failure, RunFilter, Running};
+pub use history::{Cell, Failure, RunFilter, Running, TaskHistory};
 use schema::MIGRATIONS;
 
 /// A task interrupted this many times (its process died each time) fails
@@ -244,6 +244,7 @@ pub struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    pub params: RunParams,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,7 +373,7 @@ pub struct Store {
 }
 
 const RUN_COLUMNS: &str =
-    "id, dag, kind, interval_start, interval_end, state, created_at, started_at, ended_at";
+    "id, dag, kind, interval_start, interval_end, state, created_at, started_at, ended_at, params";
 
 fn run_row(r: &Row) -> RunRow {
     RunRow {
@@ -387,6 +388,11 @@ fn run_row(r: &Row) -> RunRow {
         created_at: from_ms(r.int(6)),
         started_at: r.opt_int(7).map(from_ms),
         ended_at: r.opt_int(8).map(from_ms),
+        // Unreadable parameters show as none rather than hide the run.
+        params: r
+            .opt_text(9)
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -461,6 +467,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         let json = dag.to_json();
+        let params = (!dag.params.is_default())
+            .then(|| serde_json::to_string(&dag.params).expect("parameters serialise"));
         retrying(|| async {
             let mut tx = self.db.begin().await?;
             for (name, slots) in &dag.pools {
@@ -475,8 +483,8 @@ impl Store {
             let Some(row) = tx
                 .one(
                     "INSERT INTO runs (dag, kind, interval_start, interval_end, state, max_active_tasks,
-                         created_at, started_at, dag_json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING id",
+                         created_at, started_at, dag_json, params)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
                     params![
                         &dag.name,
                         kind.as_str(),
@@ -486,7 +494,8 @@ impl Store {
                         max_active_tasks.max(1),
                         ms(now),
                         started,
-                        &json
+                        &json,
+                        params.as_deref()
                     ],
                 )
                 .await?

@@ -119,6 +119,10 @@ pub(super) const SQLITE: &[&str] = &[
     CREATE INDEX task_instances_running ON task_instances (run_id) WHERE state = 'running';
     CREATE INDEX runs_by_end ON runs (ended_at);
     CREATE INDEX runs_by_dag_id ON runs (dag, id);",
+    // 3: what a run was asked for (full refresh, tables, a dbt selector), as
+    // JSON, NULL for a run of the whole pipeline; when an API token expires.
+    "ALTER TABLE runs ADD COLUMN params TEXT;
+    ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;",
 ];
 
 pub(super) const POSTGRES: &[&str] = &[
@@ -237,6 +241,10 @@ pub(super) const POSTGRES: &[&str] = &[
     CREATE INDEX task_instances_running ON task_instances (run_id) WHERE state = 'running';
     CREATE INDEX runs_by_end ON runs (ended_at);
     CREATE INDEX runs_by_dag_id ON runs (dag, id);",
+    // 3: what a run was asked for (full refresh, tables, a dbt selector), as
+    // JSON, NULL for a run of the whole pipeline; when an API token expires.
+    "ALTER TABLE runs ADD COLUMN params TEXT;
+    ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;",
 ];
 
 pub(super) const MIGRATIONS: Migrations = Migrations {

@@ -41,6 +41,7 @@ pub async fn extract_into(url: &str, lake: &Lake, format: LakeFormat) -> Manifes
             ndjson_gzip: false,
         },
         snapshot: None,
+        full_refresh: false,
     };
     let summary = extract(lake, &opts, &Quiet).await.unwrap();
     lake.read_manifest(&summary.run_id).await.unwrap()
